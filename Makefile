@@ -1,0 +1,54 @@
+# One reproducible environment in .venv/, then everything runs from it.
+#   make demo   set up if needed, then run the demo
+#   make test   set up if needed, then lint and run the whole test suite
+# Creating the environment twice is a no-op; changing any file in requirements/ re-creates it.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REQUIREMENTS := requirements/base.txt requirements/ros.txt requirements/dev.txt
+# The stamp's name carries a hash of the pins, so a changed pin means a missing stamp.
+DEPS_STAMP := $(VENV)/.deps-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
+INSTALL_STAMP := $(VENV)/.installed
+PACKAGE_FILES := setup.py setup.cfg package.xml resource/occvla_ros \
+	$(shell find occvla_ros launch config rviz -type f -not -name '*.pyc' -not -path '*/__pycache__/*' 2>/dev/null)
+
+.PHONY: venv install demo test lint format clean
+
+venv: $(DEPS_STAMP)
+
+$(DEPS_STAMP): $(REQUIREMENTS)
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	# torch is pinned in the same command so pip can never swap in a CUDA build.
+	$(BIN)/pip install --quiet --disable-pip-version-check \
+		-r requirements/base.txt -r requirements/ros.txt -r requirements/dev.txt torch==2.13.0
+	# colcon must not crawl into the environment when building the package.
+	touch $(VENV)/COLCON_IGNORE
+	touch $@
+
+# A non-editable install, as ROS users get it: data files land in $(VENV)/share/occvla_ros.
+install: $(INSTALL_STAMP)
+
+$(INSTALL_STAMP): $(DEPS_STAMP) $(PACKAGE_FILES)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		--force-reinstall .
+	rm -rf build *.egg-info
+	touch $@
+
+demo: install
+	$(BIN)/occvla doctor
+
+lint: venv
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build install log *.egg-info .pytest_cache .ruff_cache
