@@ -39,12 +39,22 @@ os.environ.update(
 )
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+@pytest.fixture(scope="session")
+def installed_share_dir() -> Path:
+    """share/occvla_ros of the installed package, checked to match the source tree.
+
+    In-process tests and `python -m` node processes (started from the repository root) import the
+    source tree; ament-index lookups (config/, launch/) and console scripts use the installed copy.
+    Tests that rely on the installed copy take this fixture so a stale install fails loudly.
+    """
+    from ament_index_python.packages import get_package_share_directory
+
     from tests.support.install import stale_install_reason
 
     reason = stale_install_reason(REPO_ROOT)
     if reason:
-        pytest.exit(f"{reason}: run `make install` (or `make test`) first", returncode=3)
+        pytest.fail(f"{reason}: run `make install` (or `make test`) first")
+    return Path(get_package_share_directory("occvla_ros"))
 
 
 @pytest.fixture

@@ -14,10 +14,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARE_CONTENT = ("package.xml", "launch", "config", "rviz")
 
 
-def test_share_directory_is_found_through_the_ament_index():
-    from ament_index_python.packages import get_package_share_directory
-
-    share = Path(get_package_share_directory("occvla_ros"))
+def test_share_directory_is_found_through_the_ament_index(installed_share_dir):
+    share = installed_share_dir
     for entry in SHARE_CONTENT:
         assert (share / entry).exists(), f"{entry} missing from {share}"
     assert (share / "config" / "fastdds.xml").is_file()
@@ -47,7 +45,7 @@ def test_fastdds_profile_gives_shared_memory_a_large_segment():
     assert int(shm[0].findtext("dds:segment_size", namespaces=namespace)) >= 64 * 2**20
 
 
-def test_console_script_runs_the_cli():
+def test_console_script_runs_the_cli(installed_share_dir):
     occvla = Path(sys.executable).parent / "occvla"
     result = subprocess.run([occvla, "--help"], capture_output=True, text=True, check=True)
     assert "doctor" in result.stdout
