@@ -10,6 +10,8 @@ import platform
 import sys
 
 from occvla_ros import __version__
+from occvla_ros.errors import ConfigError
+from occvla_ros.resources import share_directory
 
 # distribution name -> import name, grouped by what needs them.
 REQUIRED = {
@@ -71,11 +73,9 @@ def _ros_status() -> str:
 
 def _share_directory() -> str:
     try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return get_package_share_directory("occvla_ros")
-    except Exception as error:  # the index is absent outside ROS installs: report, not crash
-        return f"not found ({type(error).__name__}); set AMENT_PREFIX_PATH or install the package"
+        return str(share_directory())
+    except ConfigError as error:
+        return f"not found: {error}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -77,3 +77,12 @@ def test_colcon_build_installs_share_directory(tmp_path):
     executables = tmp_path / "install" / "occvla_ros" / "lib" / "occvla_ros"
     for name in ("occvla", "planner_node", "occupancy_node"):
         assert (executables / name).is_file(), f"`ros2 run occvla_ros {name}` would not find it"
+
+
+def test_share_directory_is_found_without_a_sourced_ros_environment(
+    installed_share_dir, monkeypatch
+):
+    from occvla_ros.resources import share_directory
+
+    monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
+    assert share_directory() == installed_share_dir
