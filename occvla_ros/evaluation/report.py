@@ -1,0 +1,185 @@
+"""The evaluation result file (JSON) and its Markdown report.
+
+Every planning table names its convention, its sample set and count, and whether ego status and
+driving commands were model inputs; the ego-only baselines sit beside the model in every table,
+and the published numbers of the same convention follow for context.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from occvla_ros.evaluation.planning import PRESETS, TABLE_COLUMNS
+
+RESULT_FILE = "results.json"
+REPORT_FILE = "report.md"
+
+# Published open-loop numbers on nuScenes val (docs/evaluation.md gives the sources):
+# (method, inputs, L2 m 1s/2s/3s/avg, collision % 1s/2s/3s/avg or None).
+PUBLISHED: dict[str, list[tuple[str, str, tuple, tuple | None]]] = {
+    "stp3": [
+        ("VAD-Base", "cameras", (0.41, 0.70, 1.05, 0.72), (0.07, 0.17, 0.41, 0.22)),
+        (
+            "AD-MLP",
+            "ego status + history + command",
+            (0.20, 0.26, 0.41, 0.29),
+            (0.17, 0.18, 0.24, 0.19),
+        ),
+        ("DriveVLM-Dual", "cameras + ego", (0.15, 0.29, 0.48, 0.31), (0.05, 0.08, 0.17, 0.10)),
+        ("EMMA", "cameras + ego", (0.14, 0.29, 0.54, 0.32), None),
+        ("EMMA+", "cameras + ego", (0.13, 0.27, 0.48, 0.29), None),
+        ("OpenDriveVLA-3B", "cameras + ego", (0.14, 0.30, 0.55, 0.33), (0.02, 0.07, 0.22, 0.10)),
+        (
+            "OccVLA (paper, convention most likely ST-P3)",
+            "cameras + ego",
+            (None, None, None, 0.28),
+            None,
+        ),
+    ],
+    "uniad": [
+        ("UniAD", "cameras + CAN bus in BEV", (0.48, 0.96, 1.65, 1.03), (0.05, 0.17, 0.71, 0.31)),
+        ("OpenDriveVLA-3B", "cameras + ego", (0.19, 0.58, 1.24, 0.67), (0.02, 0.18, 0.70, 0.30)),
+    ],
+    "omnidrive": [
+        ("OmniDrive++", "cameras + ego", (0.14, 0.29, 0.55, 0.33), (0.00, 0.13, 0.78, 0.30)),
+    ],
+}
+
+METHOD_LABELS = {
+    "model": "OccVLA (this checkpoint)",
+    "ego_mlp": "Ego-status MLP (ego state + past trajectory)",
+    "constant_velocity": "Constant velocity (ego speed)",
+}
+
+
+def write_json(results: dict, out_dir: Path) -> Path:
+    path = out_dir / RESULT_FILE
+    path.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def _number(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value * scale:.{digits}f}"
+
+
+def _planning_section(name: str, per_method: dict[str, dict], inputs: dict) -> list[str]:
+    first = next(iter(per_method.values()))
+    lines = [
+        f"### {name} convention",
+        "",
+        f"{first['description']}.",
+        "",
+        f"Samples: {first['sample_count']} ({PRESETS[name].sample_set if name in PRESETS else ''} "
+        f"set). Model inputs: cameras, ego status {'yes' if inputs['ego_status'] else 'no'}, "
+        f"driving command {'yes (leaks the future)' if inputs['command'] else 'no'}.",
+        "",
+        "| method | "
+        + " | ".join(f"L2 {c} (m)" for c in TABLE_COLUMNS)
+        + " | "
+        + " | ".join(f"Col. {c} (%)" for c in TABLE_COLUMNS)
+        + " |",
+        "|---" * (1 + 2 * len(TABLE_COLUMNS)) + "|",
+    ]
+    for method, result in per_method.items():
+        l2 = [_number(result["table"]["l2"][c]) for c in TABLE_COLUMNS]
+        col = [_number(result["table"]["collision"][c], 100.0) for c in TABLE_COLUMNS]
+        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(l2 + col) + " |")
+    published = PUBLISHED.get(name, [])
+    if published:
+        lines += [
+            "",
+            f"Published on nuScenes val, {name} convention (for context, not this data):",
+            "",
+        ]
+        lines += [
+            "| method | inputs | "
+            + " | ".join(f"L2 {c}" for c in TABLE_COLUMNS)
+            + " | "
+            + " | ".join(f"Col. {c} %" for c in TABLE_COLUMNS)
+            + " |",
+            "|---" * (2 + 2 * len(TABLE_COLUMNS)) + "|",
+        ]
+        for method, used, l2, col in published:
+            cells = [_number(v) for v in l2] + [_number(v) for v in (col or (None,) * 4)]
+            lines.append(f"| {method} | {used} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _per_step_section(results: dict) -> list[str]:
+    lines = ["### Per-step values (every 0.5 s horizon)", ""]
+    for method, conventions in results["planning"].items():
+        for name, result in conventions.items():
+            l2 = ", ".join(_number(v) for v in result["per_step"]["l2"])
+            col = ", ".join(_number(v, 100.0) for v in result["per_step"]["collision"])
+            lines.append(
+                f"- {METHOD_LABELS.get(method, method)}, {name}: L2 [{l2}] m; collision [{col}] %"
+            )
+    return [*lines, ""]
+
+
+def render_markdown(results: dict, figures: dict[str, str]) -> str:
+    inputs = results["inputs"]
+    lines = [
+        "# OccVLA evaluation report",
+        "",
+        f"- checkpoint: `{results['checkpoint']}`",
+        f"- data: `{results['dataroot']}` {results['version']} split `{results['split']}`, "
+        f"{results['sample_count']} keyframes evaluated",
+        f"- model inputs: 6 cameras; ego status {'yes' if inputs['ego_status'] else 'no'}; "
+        f"driving command {'yes' if inputs['command'] else 'no'}",
+        f"- baselines use ego status only (no cameras): {', '.join(results['baselines'])}",
+        "",
+        "## Open-loop planning",
+        "",
+        "Collision excludes steps where the ground truth itself collides (numerator only). "
+        "Tables are comparable only within one convention.",
+        "",
+    ]
+    by_convention: dict[str, dict[str, dict]] = {}
+    for method, conventions in results["planning"].items():
+        for name, result in conventions.items():
+            by_convention.setdefault(name, {})[method] = result
+    for name, per_method in by_convention.items():
+        lines += _planning_section(name, per_method, inputs)
+    lines += _per_step_section(results)
+    meta = results.get("meta_action")
+    if meta and meta["count"]:
+        lines += [
+            "## Meta-action",
+            "",
+            f"{meta['count']} samples: joint accuracy "
+            f"{_number(meta['joint_accuracy'], 100.0, 1)} %, "
+            f"speed {_number(meta['speed_accuracy'], 100.0, 1)} %, "
+            f"direction {_number(meta['direction_accuracy'], 100.0, 1)} %.",
+            "",
+        ]
+    occupancy = results.get("occupancy")
+    if occupancy:
+        mask = "voxels with mask_camera == 1" if occupancy["use_camera_mask"] else "all voxels"
+        lines += [
+            "## Occupancy (Occ3D protocol)",
+            "",
+            f"Over {occupancy['voxel_count']} {mask}: mIoU {_number(occupancy['miou'], 100.0)} % "
+            f"(classes 0..16; classes absent from both GT and prediction are n/a and excluded), "
+            f"geometry IoU {_number(occupancy['geometry_iou'], 100.0)} %.",
+            "",
+            "| class | IoU (%) |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {_number(v, 100.0)} |" for k, v in occupancy["per_class_iou"].items()]
+        lines.append("")
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"![{title}]({path})" for title, path in figures.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_markdown(results: dict, figures: dict[str, str], out_dir: Path) -> Path:
+    path = out_dir / REPORT_FILE
+    path.write_text(render_markdown(results, figures))
+    return path
