@@ -275,7 +275,16 @@ class PlanningResult:
     table: dict[str, dict[str, float]]
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """JSON-ready: NaN (an empty sample set) becomes None."""
+
+        def clean(value):
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [clean(v) for v in value]
+            return None if isinstance(value, float) and np.isnan(value) else value
+
+        return clean(dataclasses.asdict(self))
 
 
 class PlanningMetric:

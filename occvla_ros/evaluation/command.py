@@ -1,0 +1,209 @@
+"""`occvla evaluate`: run a checkpoint over a split and write results.json, report.md and figures.
+
+The model is scored beside two ego-status-only baselines (constant velocity, and the ego MLP when
+``--baseline-checkpoint`` is given) under the three planning conventions; meta-action accuracy
+always, Occ3D occupancy with ``--with-occupancy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from occvla_ros.errors import CheckpointError, ConfigError, DataError
+from occvla_ros.evaluation import report
+from occvla_ros.evaluation.baselines import EgoStatusBaseline, constant_velocity
+from occvla_ros.evaluation.evaluator import MODEL, Evaluator
+from occvla_ros.evaluation.planning import SAMPLE_SETS
+
+logger = logging.getLogger(__name__)
+
+FIGURE_DIR = "figures"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", required=True, type=Path, help="OccVLA checkpoint directory"
+    )
+    parser.add_argument("--dataroot", required=True, type=Path, help="nuScenes-format dataset root")
+    parser.add_argument("--version", default="v1.0-trainval", help="nuScenes version directory")
+    parser.add_argument("--split", default="val", help="split to evaluate (val, mini_val, ...)")
+    parser.add_argument("--out", required=True, type=Path, help="directory for the results")
+    parser.add_argument(
+        "--baseline-checkpoint",
+        type=Path,
+        help="ego-status MLP from `occvla train-ego-baseline` (scored beside the model)",
+    )
+    parser.add_argument("--max-samples", type=int, help="evaluate only the first N keyframes")
+    parser.add_argument(
+        "--with-occupancy", action="store_true", help="also decode and score Occ3D occupancy"
+    )
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--uniad-sample-set",
+        choices=SAMPLE_SETS,
+        default="all",
+        help="UniAD strategy: all samples (UniAD's code) or only those with 6 future steps",
+    )
+    parser.add_argument("--figure-samples", type=int, default=6, help="panels per BEV figure")
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if not args.checkpoint.is_dir():
+        raise CheckpointError(f"checkpoint directory {args.checkpoint} does not exist")
+    if args.baseline_checkpoint is not None and not args.baseline_checkpoint.is_dir():
+        raise CheckpointError(f"baseline checkpoint {args.baseline_checkpoint} does not exist")
+    if not args.dataroot.is_dir():
+        raise DataError(f"dataset root {args.dataroot} does not exist")
+    for name in ("batch_size", "figure_samples", "max_samples"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _figures(evaluator: Evaluator, out_dir: Path) -> dict[str, str]:
+    from occvla_ros.constants import OCC3D_CLASS_NAMES
+    from occvla_ros.evaluation.figures import plot_bev_samples, plot_confusion
+
+    figure_dir = out_dir / FIGURE_DIR
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, str] = {}
+    if evaluator.first:
+        plot_bev_samples(
+            evaluator.first,
+            figure_dir / "bev_samples.png",
+            "Predicted vs ground-truth trajectories over the GT occupancy (first samples)",
+        )
+        figures["BEV: first samples"] = f"{FIGURE_DIR}/bev_samples.png"
+        plot_bev_samples(
+            evaluator.worst_samples(),
+            figure_dir / "bev_worst_l2.png",
+            "Samples with the largest model L2",
+        )
+        figures["BEV: worst L2"] = f"{FIGURE_DIR}/bev_worst_l2.png"
+    if evaluator.occupancy is not None and evaluator.occupancy.confusion.sum():
+        plot_confusion(
+            evaluator.occupancy.confusion,
+            list(OCC3D_CLASS_NAMES),
+            figure_dir / "occupancy_confusion.png",
+            "Occ3D confusion (voxels with mask_camera == 1)",
+        )
+        figures["Occupancy confusion"] = f"{FIGURE_DIR}/occupancy_confusion.png"
+    if evaluator.meta_action.confusion.sum():
+        plot_confusion(
+            evaluator.meta_action.confusion,
+            list(evaluator.meta_action.vocabulary.texts),
+            figure_dir / "meta_action_confusion.png",
+            "Meta-action confusion",
+        )
+        figures["Meta-action confusion"] = f"{FIGURE_DIR}/meta_action_confusion.png"
+    return figures
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """Run the evaluation described by parsed ``args``; returns the result dictionary."""
+    import torch
+    from tqdm import tqdm
+
+    from occvla_ros.evaluation.samples import NuScenesContext
+    from occvla_ros.evaluation.sources import evaluation_loader, load_model, model_uses_command
+
+    _check_arguments(args)
+    model = load_model(args.checkpoint, args.device)
+    baseline = (
+        EgoStatusBaseline.load(args.baseline_checkpoint) if args.baseline_checkpoint else None
+    )
+    uses_command = model_uses_command(model)
+    loader = evaluation_loader(args, model)
+    context = NuScenesContext(
+        args.dataroot, args.version, num_past=baseline.config.num_past if baseline else 4
+    )
+    methods = [MODEL, *(["ego_mlp"] if baseline else []), "constant_velocity"]
+    evaluator = Evaluator(
+        methods,
+        vocabulary=model.config.meta_actions,
+        with_occupancy=args.with_occupancy,
+        figure_samples=args.figure_samples,
+        uniad_sample_set=args.uniad_sample_set,
+    )
+    total = len(loader.dataset)
+    if args.max_samples:
+        total = min(total, args.max_samples)
+    with tqdm(total=total, desc="evaluate", unit="sample") as progress:
+        for batch in loader:
+            remaining = total - evaluator.count
+            if remaining <= 0:
+                break
+            prediction = model.predict(
+                batch["pixel_values"].to(args.device),
+                batch["ego_state"].to(args.device),
+                commands=list(batch["command"]) if uses_command else None,
+                with_occupancy=args.with_occupancy,
+            )
+            waypoints = prediction.waypoints.float().cpu().numpy()  # [B, 6, 2]
+            ego_state = batch["ego_state"].numpy()
+            count = min(len(waypoints), remaining)
+            contexts = [context(token) for token in batch["token"][:count]]
+            methods_waypoints = {
+                MODEL: waypoints,
+                "constant_velocity": constant_velocity(ego_state),
+            }
+            if baseline is not None:
+                past = np.stack([c.past_trajectory for c in contexts])
+                methods_waypoints["ego_mlp"] = baseline.predict(ego_state[:count], past)
+            for index, sample_context in enumerate(contexts):
+                occupancy = {}
+                if args.with_occupancy:
+                    occupancy = {
+                        "occupancy_gt": batch["occupancy"][index].numpy(),
+                        "occupancy_mask": batch["occupancy_mask"][index].numpy(),
+                        "occupancy_prediction": prediction.occupancy[index].cpu().numpy(),
+                    }
+                elif "occupancy" in batch:
+                    occupancy = {"occupancy_gt": batch["occupancy"][index].numpy()}
+                evaluator.add_sample(
+                    sample_context,
+                    batch["trajectory"][index].numpy(),
+                    batch["trajectory_mask"][index].numpy(),
+                    {m: w[index] for m, w in methods_waypoints.items()},
+                    **occupancy,
+                )
+            evaluator.add_meta_actions(
+                prediction.meta_action_indices[:count].cpu().numpy(),
+                torch.as_tensor(batch["meta_action"])[:count].numpy(),
+            )
+            progress.update(count)
+    if evaluator.count == 0:
+        raise DataError(f"split {args.split!r} of {args.dataroot} has no samples to evaluate")
+    results = {
+        "checkpoint": str(args.checkpoint),
+        "baseline_checkpoint": str(args.baseline_checkpoint) if baseline else None,
+        "dataroot": str(args.dataroot),
+        "version": args.version,
+        "split": args.split,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "inputs": {"cameras": True, "ego_status": True, "command": uses_command},
+        "baselines": [report.METHOD_LABELS[m] for m in methods if m != MODEL],
+        **evaluator.results(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    figures = _figures(evaluator, args.out)
+    results["figures"] = figures
+    report.write_json(results, args.out)
+    report.write_markdown(results, figures, args.out)
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    results = evaluate(args)
+    stp3 = results["planning"][MODEL]["stp3"]["table"]
+    print(
+        f"{results['sample_count']} samples; ST-P3 L2 avg {stp3['l2']['avg']} m, collision avg "
+        f"{stp3['collision']['avg']}; report: {args.out / report.REPORT_FILE}"
+    )
+    return 0

@@ -1,0 +1,144 @@
+"""Scores several planners (the model and the ego-only baselines) on the same samples at once.
+
+Each sample's agent occupancy is rasterised once per convention and every planner's waypoints are
+scored against it, so the model and its baselines always share samples, GT and obstacles.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from occvla_ros.errors import ConfigError
+from occvla_ros.evaluation.figures import BevSample
+from occvla_ros.evaluation.meta_action import MetaActionMetric
+from occvla_ros.evaluation.occupancy import OccupancyMetric
+from occvla_ros.evaluation.planning import PRESETS, PlanningMetric, convention
+from occvla_ros.evaluation.rasterize import EGO_FRAME
+from occvla_ros.evaluation.samples import SampleContext, ego_to_lidar
+from occvla_ros.meta_action import MetaActionVocabulary
+
+MODEL = "model"
+
+
+@dataclass
+class _Kept:
+    """A sample kept for the figures."""
+
+    l2: float
+    order: int
+    sample: BevSample
+
+    def __lt__(self, other: _Kept) -> bool:
+        return (self.l2, self.order) < (other.l2, other.order)
+
+
+class Evaluator:
+    """Accumulates planning (per method x convention), meta-action and occupancy metrics."""
+
+    def __init__(
+        self,
+        methods: Sequence[str],
+        *,
+        conventions: Sequence[str] = tuple(PRESETS),
+        vocabulary: MetaActionVocabulary | None = None,
+        with_occupancy: bool = False,
+        figure_samples: int = 6,
+        uniad_sample_set: str | None = None,
+    ) -> None:
+        if not methods:
+            raise ConfigError("evaluator needs at least one method")
+        overrides = {"uniad": {"sample_set": uniad_sample_set}} if uniad_sample_set else {}
+        self.methods = tuple(methods)
+        self.conventions = [convention(name, **overrides.get(name, {})) for name in conventions]
+        self.planning = {
+            method: {c.name: PlanningMetric(c) for c in self.conventions} for method in self.methods
+        }
+        self.meta_action = MetaActionMetric(vocabulary)
+        self.occupancy = OccupancyMetric() if with_occupancy else None
+        self.figure_samples = figure_samples
+        self.first: list[BevSample] = []
+        self.worst: list[_Kept] = []  # min-heap of the largest model L2
+        self.count = 0
+
+    def add_sample(
+        self,
+        context: SampleContext,
+        gt: np.ndarray,
+        gt_mask: np.ndarray,
+        predictions: dict[str, np.ndarray],
+        *,
+        occupancy_gt: np.ndarray | None = None,
+        occupancy_mask: np.ndarray | None = None,
+        occupancy_prediction: np.ndarray | None = None,
+    ) -> None:
+        """Score one sample; gt [6, 2], predictions {method: [6, 2]} in the ego frame."""
+        missing = set(self.methods) - set(predictions)
+        if missing:
+            raise ConfigError(f"no predictions for {sorted(missing)} of sample {context.token}")
+        gt_mask = np.asarray(gt_mask, dtype=bool)
+        gt = np.where(gt_mask[:, None], np.asarray(gt, dtype=np.float64), 0.0)
+        stacked = np.stack([np.asarray(predictions[m], dtype=np.float64) for m in self.methods])
+        for conv in self.conventions:
+            if conv.frame == EGO_FRAME:
+                frame_predictions, frame_gt, boxes = stacked, gt, context.boxes_ego
+            else:
+                frame_predictions = ego_to_lidar(stacked, context.lidar_from_ego)
+                frame_gt = ego_to_lidar(gt, context.lidar_from_ego)
+                boxes = context.boxes_lidar
+            first_method = self.planning[self.methods[0]][conv.name]
+            l2, collision = first_method.sample_steps(frame_predictions, frame_gt, gt_mask, boxes)
+            for index, method in enumerate(self.methods):
+                self.planning[method][conv.name].add_steps(
+                    l2[index : index + 1],
+                    collision[index : index + 1],
+                    np.array([gt_mask.all()]),
+                    [context.token],
+                )
+        if self.occupancy is not None and occupancy_prediction is not None:
+            self.occupancy.update(occupancy_prediction, occupancy_gt, occupancy_mask)
+        self._keep_for_figures(context, gt, gt_mask, predictions, occupancy_gt)
+        self.count += 1
+
+    def add_meta_actions(self, predicted: np.ndarray, gt: np.ndarray) -> None:
+        self.meta_action.update(predicted, gt)
+
+    def _keep_for_figures(self, context, gt, gt_mask, predictions, occupancy_gt) -> None:
+        reference = MODEL if MODEL in predictions else self.methods[0]
+        l2 = float(np.mean(np.linalg.norm(predictions[reference] - gt, axis=-1)[gt_mask]))
+        sample = BevSample(
+            token=context.token,
+            gt=gt,
+            gt_mask=gt_mask,
+            predictions={m: np.asarray(predictions[m]) for m in self.methods},
+            l2=l2,
+            occupancy=None if occupancy_gt is None else np.asarray(occupancy_gt),
+            boxes=context.boxes_ego,
+        )
+        if len(self.first) < self.figure_samples:
+            self.first.append(sample)
+        entry = _Kept(l2, self.count, sample)
+        if len(self.worst) < self.figure_samples:
+            heapq.heappush(self.worst, entry)
+        elif entry.l2 > self.worst[0].l2:
+            heapq.heapreplace(self.worst, entry)
+
+    def worst_samples(self) -> list[BevSample]:
+        return [kept.sample for kept in sorted(self.worst, reverse=True)]
+
+    def results(self) -> dict:
+        return {
+            "sample_count": self.count,
+            "planning": {
+                method: {name: metric.compute().to_dict() for name, metric in by_conv.items()}
+                for method, by_conv in self.planning.items()
+            },
+            "worst_l2": [{"token": s.token, "l2_mean": s.l2} for s in self.worst_samples()],
+            "meta_action": self.meta_action.compute() if self.meta_action.confusion.sum() else None,
+            "occupancy": self.occupancy.compute().to_dict()
+            if self.occupancy is not None and self.occupancy.confusion.sum()
+            else None,
+        }
