@@ -212,7 +212,7 @@ def train_ego_baseline(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         if epoch % 50 == 0 or epoch == epochs - 1:
             logger.info("ego baseline epoch %d: L1 %.4f m", epoch, total / len(inputs))
     return EgoStatusBaseline(config, module)

@@ -108,7 +108,8 @@ class Evaluator:
 
     def _keep_for_figures(self, context, gt, gt_mask, predictions, occupancy_gt) -> None:
         reference = MODEL if MODEL in predictions else self.methods[0]
-        l2 = float(np.mean(np.linalg.norm(predictions[reference] - gt, axis=-1)[gt_mask]))
+        errors = np.linalg.norm(predictions[reference] - gt, axis=-1)[gt_mask]
+        l2 = float(errors.mean()) if errors.size else 0.0  # no future: nothing to get wrong
         sample = BevSample(
             token=context.token,
             gt=gt,

@@ -88,6 +88,8 @@ def _draw_sample(axis, sample: BevSample) -> None:
     axis.set_ylim(-VIEW_RANGE_M / 2, 1.5 * VIEW_RANGE_M)
     axis.set_aspect("equal")
     axis.set_title(f"{sample.token[:10]}  L2 {sample.l2:.2f} m", fontsize=8)
+    axis.set_xlabel("y (m, left)", fontsize=7)
+    axis.set_ylabel("x (m, forward)", fontsize=7)
     axis.tick_params(labelsize=6)
 
 

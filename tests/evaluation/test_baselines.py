@@ -1,0 +1,81 @@
+"""Ego-status baselines: constant velocity, and the MLP's training, saving and loading."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from occvla_ros.errors import CheckpointError, ConfigError
+from occvla_ros.evaluation.baselines import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    EgoMLPConfig,
+    EgoStatusBaseline,
+    constant_velocity,
+    ego_features,
+    train_ego_baseline,
+)
+
+
+def test_constant_velocity_drives_straight_at_the_current_speed():
+    waypoints = constant_velocity(np.array([[10.0, 1.0, 0.2], [0.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(waypoints[0, :, 0], 10.0 * 0.5 * np.arange(1, 7))
+    np.testing.assert_allclose(waypoints[0, :, 1], 0.0)
+    np.testing.assert_allclose(waypoints[1], 0.0)
+
+
+def synthetic_motion(count: int, seed: int):
+    """Ego states and past positions of cars at constant acceleration; exact future targets."""
+    rng = np.random.default_rng(seed)
+    speed = rng.uniform(0, 15, count)
+    acceleration = rng.uniform(-2, 2, count)
+    past_times = -0.5 * np.arange(4, 0, -1)  # -2.0 .. -0.5 s
+    past = np.zeros((count, 4, 2))
+    past[..., 0] = speed[:, None] * past_times + 0.5 * acceleration[:, None] * past_times**2
+    future_times = 0.5 * np.arange(1, 7)
+    targets = np.zeros((count, 6, 2))
+    targets[..., 0] = speed[:, None] * future_times + 0.5 * acceleration[:, None] * future_times**2
+    ego_state = np.stack([speed, acceleration, np.zeros(count)], axis=1)
+    return ego_state, past, targets
+
+
+@pytest.mark.slow
+def test_mlp_learns_ego_motion_and_round_trips_through_safetensors(tmp_path):
+    ego_state, past, targets = synthetic_motion(2000, seed=0)
+    mask = np.ones((2000, 6), bool)
+    mask[:100, 4:] = False  # truncated futures are masked out of the loss
+    baseline = train_ego_baseline(
+        ego_features(ego_state, past), targets, mask, EgoMLPConfig(hidden_sizes=(64, 64)), epochs=60
+    )
+    test_state, test_past, test_targets = synthetic_motion(200, seed=1)
+    predicted = baseline.predict(test_state, test_past)
+    error = np.linalg.norm(predicted - test_targets, axis=-1).mean()
+    speed_only = np.linalg.norm(constant_velocity(test_state) - test_targets, axis=-1).mean()
+    assert error < 0.5 * speed_only  # it uses the acceleration constant velocity ignores
+    baseline.save(tmp_path)
+    assert json.loads((tmp_path / CONFIG_FILE).read_text())["kind"] == "ego-status-mlp"
+    loaded = EgoStatusBaseline.load(tmp_path)
+    np.testing.assert_array_equal(loaded.predict(test_state, test_past), predicted)
+
+
+def test_bad_baseline_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match=CONFIG_FILE):
+        EgoStatusBaseline.load(tmp_path)
+    config = EgoMLPConfig(hidden_sizes=(8,))
+    ego_state, past, targets = synthetic_motion(16, seed=2)
+    baseline = train_ego_baseline(
+        ego_features(ego_state, past), targets, np.ones((16, 6)), config, epochs=1
+    )
+    baseline.save(tmp_path)
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="do not load"):
+        EgoStatusBaseline.load(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text('{"kind": "something else"}')
+    with pytest.raises(CheckpointError, match="bad ego baseline config"):
+        EgoStatusBaseline.load(tmp_path)
+    with pytest.raises(ConfigError, match="past positions"):
+        baseline.predict(ego_state, past[:, :2])
+    with pytest.raises(ConfigError, match="hidden sizes"):
+        EgoMLPConfig(hidden_sizes=())
