@@ -107,13 +107,13 @@ def _figures(evaluator: Evaluator, out_dir: Path) -> dict[str, str]:
 
 def evaluate(args: argparse.Namespace) -> dict:
     """Run the evaluation described by parsed ``args``; returns the result dictionary."""
+    _check_arguments(args)
     import torch
     from tqdm import tqdm
 
     from occvla_ros.evaluation.samples import NuScenesContext
     from occvla_ros.evaluation.sources import evaluation_loader, load_model, model_uses_command
 
-    _check_arguments(args)
     model = load_model(args.checkpoint, args.device)
     baseline = (
         EgoStatusBaseline.load(args.baseline_checkpoint) if args.baseline_checkpoint else None
