@@ -18,8 +18,8 @@ reproduce the public implementations (see ``docs/evaluation.md``):
   and divided by its size. Its two sample strategies (``sample_set``): ``"all"`` (UniAD's code:
   every sample, a missing future step contributes 0 to the L2 sum and its frame is drawn fully
   occupied so the GT collides there and the step never counts as a collision) and ``"valid"``
-  (the same per-step values over the ST-P3 valid samples only). Obstacles: every visible (level
-  >= 2) vehicle box of each future frame.
+  (the same per-step values over the ST-P3 valid samples only). Obstacles: every vehicle box of
+  each future frame (UniAD's configurations keep invisible boxes: ``filter_invisible=False``).
 - ``omnidrive`` (OmniDrive, BEV-Planner): ego frame (x forward, y left); L2 as ST-P3; collision at
   k s = fraction of valid samples with ANY collision in steps 1..2k; 1000 x 1000 grid of 0.1 m;
   footprint centred 0.5 + 0.985793 m ahead and rotated to the step heading (0 under 1 m);
@@ -142,7 +142,7 @@ PRESETS: dict[str, PlanningConvention] = {
         footprint=EgoFootprint(),
         agent_categories=UNIAD_VEHICLE_CATEGORIES,
         agent_source="all",
-        min_visibility=2,
+        min_visibility=0,
         beyond_scene_occupied=True,
         sample_set="all",
         l2_reduction=AT_STEP,

@@ -180,7 +180,8 @@ def test_uniad_draws_every_visible_vehicle_box_of_each_future_frame():
     assert agent_occupancy(uniad, future_only, T)[1].any()
     assert not agent_occupancy(stp3, future_only, T).any()  # ST-P3 draws tracked agents only
     hidden = boxes([(1, 0.0, 4.0, 2.0, 4.0, 0.0, "vehicle.car")], visibility=1)
-    assert not agent_occupancy(uniad, hidden, T).any()
+    assert agent_occupancy(uniad, hidden, T).any()  # UniAD's configs keep invisible boxes
+    assert not agent_occupancy(convention("uniad", min_visibility=2), hidden, T).any()
     person = boxes([(1, 0.0, 4.0, 1.0, 1.0, 0.0, "human.pedestrian.adult")])
     assert not agent_occupancy(uniad, person, T).any()
     assert agent_occupancy(stp3, person, T)[1].any()
