@@ -235,19 +235,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from occvla_ros.evaluation.samples import load_ego_motion
-
-    if args.epochs <= 0 or args.learning_rate <= 0:
+    if args.epochs <= 0 or args.learning_rate <= 0 or args.num_past < 0:
         raise ConfigError(
-            f"--epochs and --learning-rate must be positive: {args.epochs}, {args.learning_rate}"
+            f"--epochs and --learning-rate must be positive and --num-past >= 0: {args.epochs}, "
+            f"{args.learning_rate}, {args.num_past}"
         )
+    from occvla_ros.evaluation.sources import load_ego_motion
+
     motion = load_ego_motion(args.dataroot, args.version, args.split, num_past=args.num_past)
-    config = EgoMLPConfig(num_past=args.num_past)
     baseline = train_ego_baseline(
         ego_features(motion.ego_state, motion.past_trajectory),
         motion.trajectory,
         motion.trajectory_mask,
-        config,
+        EgoMLPConfig(num_past=args.num_past),
         epochs=args.epochs,
         learning_rate=args.learning_rate,
         seed=args.seed,

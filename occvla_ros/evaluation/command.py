@@ -58,8 +58,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise CheckpointError(f"checkpoint directory {args.checkpoint} does not exist")
     if args.baseline_checkpoint is not None and not args.baseline_checkpoint.is_dir():
         raise CheckpointError(f"baseline checkpoint {args.baseline_checkpoint} does not exist")
-    if not args.dataroot.is_dir():
-        raise DataError(f"dataset root {args.dataroot} does not exist")
+    if not (args.dataroot / args.version).is_dir():
+        raise DataError(f"no nuScenes version {args.version!r} under {args.dataroot}")
     for name in ("batch_size", "figure_samples", "max_samples"):
         value = getattr(args, name)
         if value is not None and value <= 0:
