@@ -1,0 +1,1 @@
+"""The OccVLA model: pure PyTorch, no ROS, no data or evaluation imports."""

@@ -1,0 +1,554 @@
+"""OccWorld-compatible VQ-VAE scene tokenizer for Occ3D semantic occupancy.
+
+The tokenizer treats the height axis of a [200, 200, 16] label grid as channels: every voxel's
+class is embedded in 8 dimensions, the 16 heights x 8 dimensions = 128 channels of each BEV cell
+feed a 2D convolutional encoder down to a 50 x 50 latent grid, a vector quantizer snaps each
+latent cell to one of 512 codes, and a mirrored decoder brings it back to 200 x 200 x 128
+channels, read as 16 heights x 8 dimensions whose dot products with the (tied) class embeddings
+are the per-voxel class logits.
+
+The module nesting (and therefore every state-dict name and shape) follows OccWorld's released
+tokenizer, so its checkpoints load with :func:`load_occworld_vqvae` after a prefix strip. The
+code is written from the published facts, not copied.
+
+Entry points:
+    ``encode(occupancy)``          int64 [B, X, Y, Z]  -> z       [B, C_lat, x, y]
+    ``quantize(z)``                z                   -> Quantized (codes [B, C_lat, x, y], ...)
+    ``decode_latents(codes)``      [B, C_lat, x, y]    -> logits  [B, X, Y, Z, num_classes]
+    ``forward(occupancy)``         all three           -> VQVAEOutput
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from occvla_ros.constants import NUM_OCC_CLASSES, OCC_GRID_SHAPE
+from occvla_ros.errors import CheckpointError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VQVAEConfig:
+    """Architecture of the scene tokenizer. The defaults are OccWorld's released tokenizer."""
+
+    # Input grid: Occ3D labels [X, Y, Z]; each voxel's class becomes a class_embed_dim vector and
+    # the Z heights are stacked into Z * class_embed_dim channels of a 2D image over (X, Y).
+    num_classes: int = NUM_OCC_CLASSES
+    class_embed_dim: int = 8
+    num_heights: int = OCC_GRID_SHAPE[2]
+    spatial_size: tuple[int, int] = (OCC_GRID_SHAPE[0], OCC_GRID_SHAPE[1])
+
+    # 2D convolutional encoder / decoder: one level per multiplier, each level halving the
+    # resolution except the last; level 0 is full resolution.
+    base_channels: int = 64
+    channel_multipliers: tuple[int, ...] = (1, 2, 4)
+    num_res_blocks: int = 2
+    attention_levels: tuple[int, ...] = (2,)  # self-attention after each block of these levels
+    norm_groups: int = 32
+    norm_eps: float = 1e-6
+
+    # Latent grid and codebook.
+    latent_channels: int = 128
+    codebook_size: int = 512
+    commitment_beta: float = 1.0  # weight of the encoder's commitment term in the VQ loss
+
+    def __post_init__(self) -> None:
+        self.spatial_size = tuple(self.spatial_size)
+        self.channel_multipliers = tuple(self.channel_multipliers)
+        self.attention_levels = tuple(self.attention_levels)
+        positive = {
+            "num_classes": self.num_classes,
+            "class_embed_dim": self.class_embed_dim,
+            "num_heights": self.num_heights,
+            "base_channels": self.base_channels,
+            "num_res_blocks": self.num_res_blocks,
+            "norm_groups": self.norm_groups,
+            "latent_channels": self.latent_channels,
+            "codebook_size": self.codebook_size,
+        }
+        for name, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"VQVAEConfig.{name} must be a positive integer, got {value!r}")
+        if self.num_classes < 2:
+            raise ConfigError(f"VQVAEConfig.num_classes must be at least 2, got {self.num_classes}")
+        if not self.channel_multipliers or any(m < 1 for m in self.channel_multipliers):
+            raise ConfigError(
+                "VQVAEConfig.channel_multipliers must be non-empty positive integers, got "
+                f"{self.channel_multipliers}"
+            )
+        smallest = 2 ** (len(self.channel_multipliers) - 1)
+        if len(self.spatial_size) != 2 or any(s < smallest for s in self.spatial_size):
+            raise ConfigError(
+                f"VQVAEConfig.spatial_size must be two sizes >= {smallest} (one cell left after "
+                f"{smallest.bit_length() - 1} halvings), got {self.spatial_size}"
+            )
+        for channels in self.level_channels:
+            if channels % self.norm_groups:
+                raise ConfigError(
+                    f"VQVAEConfig.norm_groups={self.norm_groups} must divide every level's "
+                    f"channel count {self.level_channels}"
+                )
+        num_levels = len(self.channel_multipliers)
+        if any(level not in range(num_levels) for level in self.attention_levels):
+            raise ConfigError(
+                f"VQVAEConfig.attention_levels {self.attention_levels} must be level indices in "
+                f"0..{num_levels - 1}"
+            )
+        if not self.norm_eps > 0:
+            raise ConfigError(f"VQVAEConfig.norm_eps must be > 0, got {self.norm_eps}")
+        if not self.commitment_beta >= 0:
+            raise ConfigError(
+                f"VQVAEConfig.commitment_beta must be >= 0, got {self.commitment_beta}"
+            )
+
+    @classmethod
+    def tiny(cls) -> VQVAEConfig:
+        """Same structure and output grid, narrow channels and a small codebook: for CPU tests."""
+        return cls(base_channels=16, norm_groups=8, latent_channels=32, codebook_size=64)
+
+    @property
+    def level_channels(self) -> tuple[int, ...]:
+        return tuple(self.base_channels * m for m in self.channel_multipliers)
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the 2D image the encoder reads: heights x class-embedding dimensions."""
+        return self.num_heights * self.class_embed_dim
+
+    @property
+    def level_shapes(self) -> tuple[tuple[int, int], ...]:
+        """Spatial shape at every level; the last one is the latent grid (50 x 50 by default).
+
+        Downsampling (pad one cell right/bottom, stride-2 3x3 conv) maps a size n to n // 2; the
+        decoder upsamples by 2 and pads back to these recorded shapes, so odd sizes survive.
+        """
+        shapes = [self.spatial_size]
+        for _ in self.channel_multipliers[:-1]:
+            shapes.append((shapes[-1][0] // 2, shapes[-1][1] // 2))
+        return tuple(shapes)
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return self.level_shapes[-1]
+
+
+def _group_norm(config: VQVAEConfig, channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(config.norm_groups, channels, eps=config.norm_eps, affine=True)
+
+
+class ResnetBlock(nn.Module):
+    """Two (GroupNorm, swish, 3x3 conv) steps plus a residual path (1x1 conv if widths differ)."""
+
+    def __init__(self, config: VQVAEConfig, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm1 = _group_norm(config, in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = _group_norm(config, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        if in_channels != out_channels:
+            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C_in, H, W] -> [B, C_out, H, W]
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        shortcut = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
+        return shortcut + h
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention over all cells of a feature map, with a residual path."""
+
+    def __init__(self, config: VQVAEConfig, channels: int) -> None:
+        super().__init__()
+        self.norm = _group_norm(config, channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W]
+        batch, channels, height, width = x.shape
+        h = self.norm(x)
+
+        def tokens(conv: nn.Conv2d) -> torch.Tensor:  # [B, 1, H*W, C]
+            return conv(h).flatten(2).transpose(1, 2).unsqueeze(1)
+
+        attended = F.scaled_dot_product_attention(tokens(self.q), tokens(self.k), tokens(self.v))
+        attended = attended.squeeze(1).transpose(1, 2).reshape(batch, channels, height, width)
+        return x + self.proj_out(attended)
+
+
+class Downsample(nn.Module):
+    """Pad one cell right/bottom, then a stride-2 3x3 conv: H -> (H - 2) // 2 + 1."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Nearest x2, zero-padded to the encoder's recorded shape of that level, then a 3x3 conv."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        missing_h, missing_w = shape[0] - x.shape[2], shape[1] - x.shape[3]
+        if missing_h or missing_w:
+            x = F.pad(
+                x,
+                (
+                    missing_w // 2,
+                    missing_w - missing_w // 2,
+                    missing_h // 2,
+                    missing_h - missing_h // 2,
+                ),
+            )
+        return self.conv(x)
+
+
+class EncoderLevel(nn.Module):
+    def __init__(
+        self, config: VQVAEConfig, in_channels: int, out_channels: int, level: int
+    ) -> None:
+        super().__init__()
+        widths = [in_channels] + [out_channels] * config.num_res_blocks
+        self.block = nn.ModuleList(
+            ResnetBlock(config, widths[i], widths[i + 1]) for i in range(config.num_res_blocks)
+        )
+        with_attention = level in config.attention_levels
+        self.attn = nn.ModuleList(
+            AttentionBlock(config, out_channels)
+            for _ in range(config.num_res_blocks if with_attention else 0)
+        )
+        if level != len(config.channel_multipliers) - 1:
+            self.downsample = Downsample(out_channels)
+
+
+class DecoderLevel(nn.Module):
+    def __init__(
+        self, config: VQVAEConfig, in_channels: int, out_channels: int, level: int
+    ) -> None:
+        super().__init__()
+        widths = [in_channels] + [out_channels] * config.num_res_blocks
+        self.block = nn.ModuleList(
+            ResnetBlock(config, widths[i], widths[i + 1]) for i in range(config.num_res_blocks)
+        )
+        with_attention = level in config.attention_levels
+        self.attn = nn.ModuleList(
+            AttentionBlock(config, out_channels)
+            for _ in range(config.num_res_blocks if with_attention else 0)
+        )
+        if level != 0:
+            self.upsample = Upsample(out_channels)
+
+
+class MidBlock(nn.Module):
+    def __init__(self, config: VQVAEConfig, channels: int) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(config, channels, channels)
+        self.attn_1 = AttentionBlock(config, channels)
+        self.block_2 = ResnetBlock(config, channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(x)))
+
+
+def _run_blocks(level: EncoderLevel | DecoderLevel, h: torch.Tensor) -> torch.Tensor:
+    for index, block in enumerate(level.block):
+        h = block(h)
+        if level.attn:
+            h = level.attn[index](h)
+    return h
+
+
+class Encoder(nn.Module):
+    """[B, Z*E, X, Y] embedded labels -> [B, C_lat, x, y] continuous latents."""
+
+    def __init__(self, config: VQVAEConfig) -> None:
+        super().__init__()
+        channels = config.level_channels
+        self.conv_in = nn.Conv2d(config.input_channels, channels[0], 3, padding=1)
+        self.down = nn.ModuleList(
+            EncoderLevel(config, channels[max(level - 1, 0)], channels[level], level)
+            for level in range(len(channels))
+        )
+        self.mid = MidBlock(config, channels[-1])
+        self.norm_out = _group_norm(config, channels[-1])
+        self.conv_out = nn.Conv2d(channels[-1], config.latent_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for level in self.down:
+            h = _run_blocks(level, h)
+            if hasattr(level, "downsample"):
+                h = level.downsample(h)
+        h = self.mid(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    """[B, C_lat, x, y] latents -> [B, Z*E, X, Y] per-height class-embedding predictions."""
+
+    def __init__(self, config: VQVAEConfig) -> None:
+        super().__init__()
+        channels = config.level_channels
+        self.level_shapes = config.level_shapes
+        self.conv_in = nn.Conv2d(config.latent_channels, channels[-1], 3, padding=1)
+        self.mid = MidBlock(config, channels[-1])
+        # Indexed by level (0 = full resolution), built and run from the coarsest level up.
+        self.up = nn.ModuleList(
+            DecoderLevel(
+                config, channels[min(level + 1, len(channels) - 1)], channels[level], level
+            )
+            for level in range(len(channels))
+        )
+        self.norm_out = _group_norm(config, channels[0])
+        self.conv_out = nn.Conv2d(channels[0], config.input_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(z))
+        for level_index in reversed(range(len(self.up))):
+            level = self.up[level_index]
+            h = _run_blocks(level, h)
+            if hasattr(level, "upsample"):
+                h = level.upsample(h, self.level_shapes[level_index - 1])
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Quantized(NamedTuple):
+    codes: torch.Tensor  # [B, C_lat, x, y] codebook vectors, straight-through to the input
+    indices: torch.Tensor  # int64 [B, x, y] codebook indices
+    loss: torch.Tensor  # scalar: codebook term + beta * commitment term
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour codebook with 1x1 convs before (quant_conv) and after (post_quant_conv)."""
+
+    def __init__(self, config: VQVAEConfig) -> None:
+        super().__init__()
+        self.commitment_beta = config.commitment_beta
+        self.embedding = nn.Embedding(config.codebook_size, config.latent_channels)
+        nn.init.uniform_(
+            self.embedding.weight, -1.0 / config.codebook_size, 1.0 / config.codebook_size
+        )
+        self.quant_conv = nn.Conv2d(config.latent_channels, config.latent_channels, 1)
+        self.post_quant_conv = nn.Conv2d(config.latent_channels, config.latent_channels, 1)
+
+    def snap_to_codebook(self, latents: torch.Tensor) -> Quantized:
+        """Replace each cell of ``latents`` [B, C, x, y] by its nearest code (L2).
+
+        The returned codes carry the straight-through gradient: d codes / d latents = identity.
+        """
+        batch, channels, height, width = latents.shape
+        flat = latents.permute(0, 2, 3, 1).reshape(-1, channels)  # [B*x*y, C]
+        codebook = self.embedding.weight  # [K, C]
+        distances = (
+            flat.pow(2).sum(1, keepdim=True)
+            - 2.0 * flat @ codebook.t()
+            + codebook.pow(2).sum(1)[None, :]
+        )  # [B*x*y, K]
+        indices = distances.argmin(dim=1)
+        nearest = self.embedding(indices).reshape(batch, height, width, channels)
+        nearest = nearest.permute(0, 3, 1, 2)  # [B, C, x, y]
+        codebook_term = F.mse_loss(nearest, latents.detach())
+        commitment_term = F.mse_loss(latents, nearest.detach())
+        codes = latents + (nearest - latents).detach()
+        return Quantized(
+            codes=codes,
+            indices=indices.reshape(batch, height, width),
+            loss=codebook_term + self.commitment_beta * commitment_term,
+        )
+
+
+class VQVAEOutput(NamedTuple):
+    logits: torch.Tensor  # [B, X, Y, Z, num_classes]
+    indices: torch.Tensor  # int64 [B, x, y]
+    vq_loss: torch.Tensor  # scalar
+
+
+class OccupancyVQVAE(nn.Module):
+    """OccWorld's scene tokenizer: Occ3D labels <-> a 50 x 50 grid of codebook indices."""
+
+    def __init__(self, config: VQVAEConfig | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else VQVAEConfig()
+        # Registration order and names reproduce OccWorld's state dict; the quantizer is called
+        # "vqvae" there, hence the odd attribute name.
+        self.encoder = Encoder(self.config)
+        self.decoder = Decoder(self.config)
+        self.class_embeds = nn.Embedding(self.config.num_classes, self.config.class_embed_dim)
+        self.vqvae = VectorQuantizer(self.config)
+
+    def _check_labels(self, occupancy: torch.Tensor) -> None:
+        expected = (*self.config.spatial_size, self.config.num_heights)
+        if occupancy.dim() != 4 or tuple(occupancy.shape[1:]) != expected:
+            raise ConfigError(
+                f"occupancy must have shape [B, {', '.join(map(str, expected))}], "
+                f"got {list(occupancy.shape)}"
+            )
+        if occupancy.dtype.is_floating_point or occupancy.dtype == torch.bool:
+            raise ConfigError(f"occupancy must hold integer class ids, got {occupancy.dtype}")
+
+    def encode(self, occupancy: torch.Tensor) -> torch.Tensor:
+        """Class ids int [B, X, Y, Z] -> continuous latents [B, C_lat, x, y] (before quant_conv)."""
+        self._check_labels(occupancy)
+        batch, size_x, size_y, _ = occupancy.shape
+        embedded = self.class_embeds(occupancy.long())  # [B, X, Y, Z, E]
+        # Channel index = height * E + embedding dimension (height-major), as OccWorld lays it out.
+        embedded = embedded.reshape(batch, size_x, size_y, self.config.input_channels)
+        return self.encoder(embedded.permute(0, 3, 1, 2))  # [B, C_lat, x, y]
+
+    def quantize(self, z: torch.Tensor) -> Quantized:
+        """Encoder latents -> quant_conv -> nearest codes (straight-through), indices, VQ loss."""
+        return self.vqvae.snap_to_codebook(self.vqvae.quant_conv(z))
+
+    def decode_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codebook-space latents [B, C_lat, x, y] -> class logits [B, X, Y, Z, num_classes].
+
+        ``codes`` need not be codebook vectors: the occupancy branch feeds its continuous
+        predictions here. Applies post_quant_conv, the decoder, and the tied class embeddings.
+        """
+        expected = (self.config.latent_channels, *self.config.latent_shape)
+        if codes.dim() != 4 or tuple(codes.shape[1:]) != expected:
+            raise ConfigError(
+                f"latents must have shape [B, {', '.join(map(str, expected))}], "
+                f"got {list(codes.shape)}"
+            )
+        decoded = self.decoder(self.vqvae.post_quant_conv(codes))  # [B, Z*E, X, Y]
+        batch, _, size_x, size_y = decoded.shape
+        # One [B*X*Y*Z, E] @ [E, num_classes] product: a 5-D matmul would loop over voxels.
+        per_height = decoded.permute(0, 2, 3, 1).reshape(-1, self.config.class_embed_dim)
+        logits = per_height @ self.class_embeds.weight.t()  # [B*X*Y*Z, num_classes]
+        return logits.view(
+            batch, size_x, size_y, self.config.num_heights, self.config.num_classes
+        )  # [B, X, Y, Z, num_classes]
+
+    def forward(self, occupancy: torch.Tensor) -> VQVAEOutput:
+        quantized = self.quantize(self.encode(occupancy))
+        return VQVAEOutput(
+            logits=self.decode_latents(quantized.codes),
+            indices=quantized.indices,
+            vq_loss=quantized.loss,
+        )
+
+
+# Prefixes a released OccWorld checkpoint may put before the tokenizer's own names: "module."
+# from (Distributed)DataParallel, "vae." from the full world model that contains the tokenizer.
+_WRAPPER_PREFIX = "module."
+_WORLD_MODEL_PREFIX = "vae."
+_MAX_LISTED_KEYS = 12
+
+
+def _read_state_dict(source: str | Path) -> Mapping[str, object]:
+    path = Path(source)
+    if not path.is_file():
+        raise CheckpointError(f"OccWorld VQ-VAE checkpoint not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any reader failure means the file is unusable
+        raise CheckpointError(
+            f"cannot read OccWorld VQ-VAE checkpoint {path}: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _describe(keys: list[str]) -> str:
+    listed = ", ".join(keys[:_MAX_LISTED_KEYS])
+    more = len(keys) - _MAX_LISTED_KEYS
+    return f"{listed}, ... ({more} more)" if more > 0 else listed
+
+
+def _tokenizer_tensors(state: Mapping[str, object], source: str) -> dict[str, torch.Tensor]:
+    """Strip wrappers and prefixes; keep only the tokenizer's tensors of a full world model."""
+    while isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{source} does not hold a state dict (got {type(state).__name__})")
+    unwrapped: dict[str, object] = {}
+    for key, value in state.items():
+        name = str(key)
+        while name.startswith(_WRAPPER_PREFIX):
+            name = name[len(_WRAPPER_PREFIX) :]
+        unwrapped[name] = value
+    if any(name.startswith(_WORLD_MODEL_PREFIX) for name in unwrapped):
+        ignored = [name for name in unwrapped if not name.startswith(_WORLD_MODEL_PREFIX)]
+        if ignored:
+            logger.info(
+                "%s: ignoring %d tensors outside the tokenizer (vae.*)", source, len(ignored)
+            )
+        unwrapped = {
+            name[len(_WORLD_MODEL_PREFIX) :]: value
+            for name, value in unwrapped.items()
+            if name.startswith(_WORLD_MODEL_PREFIX)
+        }
+    not_tensors = [name for name, value in unwrapped.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{source}: entries that are not tensors: {_describe(not_tensors)}")
+    return unwrapped  # type: ignore[return-value]
+
+
+def load_occworld_vqvae(
+    model: OccupancyVQVAE, source: str | Path | Mapping[str, object]
+) -> OccupancyVQVAE:
+    """Load OccWorld tokenizer weights into ``model`` (in place) and return it.
+
+    ``source``: a ``.safetensors`` file, a torch checkpoint (``.pth``/``.pt``/``.ckpt``, read with
+    ``weights_only=True``), or an in-memory state dict. Nested ``{"state_dict": ...}`` wrappers
+    and ``module.`` prefixes are removed; when names carry the ``vae.`` prefix of the full
+    OccWorld world model, only those tensors are used. Every tensor of the model must be present
+    with the right shape and finite values, and nothing else: otherwise a
+    :class:`CheckpointError` lists the missing, unexpected, mis-shaped or non-finite names and
+    ``model`` is left unchanged.
+    """
+    if isinstance(source, Mapping):
+        description, state = "OccWorld VQ-VAE state dict", source
+    else:
+        description, state = str(source), _read_state_dict(source)
+    tensors = _tokenizer_tensors(state, description)
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in tensors]
+    unexpected = [name for name in tensors if name not in expected]
+    misshaped = [
+        f"{name} {tuple(tensors[name].shape)} != {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in tensors and tensors[name].shape != tensor.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing: {_describe(missing)}")
+    if unexpected:
+        problems.append(f"unexpected: {_describe(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped (checkpoint != model): {_describe(misshaped)}")
+    if problems:
+        raise CheckpointError(
+            f"{description} does not match the VQ-VAE ({model.config.base_channels} base channels, "
+            f"{model.config.latent_channels} latent channels): " + "; ".join(problems)
+        )
+    non_finite = [
+        name
+        for name, tensor in tensors.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if non_finite:
+        raise CheckpointError(f"{description}: non-finite values in {_describe(non_finite)}")
+    model.load_state_dict(tensors, strict=True)
+    return model

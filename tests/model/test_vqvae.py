@@ -1,0 +1,223 @@
+"""The OccWorld-compatible VQ-VAE: exact state dict, checkpoint loading, shapes, gradients."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from occvla_ros.constants import NUM_OCC_CLASSES, OCC_GRID_SHAPE
+from occvla_ros.errors import CheckpointError, ConfigError
+from occvla_ros.model.vqvae import OccupancyVQVAE, VQVAEConfig, load_occworld_vqvae
+
+DATA = Path(__file__).parent / "data"
+REFERENCE_COPY = DATA / "occworld_vqvae_state_dict.txt"
+SHARED_REFERENCE = (
+    Path(__file__).resolve().parents[2].parent / "shared/reference/occworld-vqvae-state-dict.txt"
+)
+OCCWORLD_PARAMETERS = 14_168_272
+
+
+def _read_reference(path: Path) -> list[tuple[str, tuple[int, ...]]]:
+    entries = []
+    for line in path.read_text().splitlines():
+        name, shape = line.split(" ", 1)
+        entries.append((name, tuple(int(d) for d in re.findall(r"\d+", shape))))
+    return entries
+
+
+@pytest.fixture(scope="module")
+def tiny_vqvae() -> OccupancyVQVAE:
+    torch.manual_seed(0)
+    return OccupancyVQVAE(VQVAEConfig.tiny())
+
+
+def test_default_state_dict_is_occworlds_exactly():
+    with torch.device("meta"):
+        model = OccupancyVQVAE()
+    reference = _read_reference(REFERENCE_COPY)
+    assert len(reference) == 222
+    assert [(name, tuple(t.shape)) for name, t in model.state_dict().items()] == reference
+    assert sum(p.numel() for p in model.parameters()) == OCCWORLD_PARAMETERS
+    assert sum(p.numel() for p in model.buffers()) == 0
+
+
+def test_reference_copy_matches_the_shared_reference():
+    if not SHARED_REFERENCE.is_file():
+        pytest.skip(f"{SHARED_REFERENCE} is not on this machine; the committed copy is used")
+    assert _read_reference(SHARED_REFERENCE) == _read_reference(REFERENCE_COPY)
+
+
+def test_tiny_keeps_the_structure_and_output_grid(tiny_vqvae):
+    with torch.device("meta"):
+        default_names = list(OccupancyVQVAE().state_dict())
+    assert list(tiny_vqvae.state_dict()) == default_names
+    occupancy = torch.randint(0, NUM_OCC_CLASSES, (2, *OCC_GRID_SHAPE))
+    with torch.no_grad():
+        z = tiny_vqvae.encode(occupancy)
+        quantized = tiny_vqvae.quantize(z)
+        logits = tiny_vqvae.decode_latents(quantized.codes)
+    latent = tiny_vqvae.config.latent_channels
+    assert z.shape == (2, latent, 50, 50)
+    assert quantized.codes.shape == (2, latent, 50, 50)
+    assert quantized.indices.shape == (2, 50, 50)
+    assert int(quantized.indices.max()) < tiny_vqvae.config.codebook_size
+    # The forward values of the straight-through codes are exactly the chosen codebook rows.
+    chosen = tiny_vqvae.vqvae.embedding.weight[quantized.indices].permute(0, 3, 1, 2)
+    torch.testing.assert_close(quantized.codes, chosen)
+    assert logits.shape == (2, *OCC_GRID_SHAPE, NUM_OCC_CLASSES)
+    assert torch.isfinite(logits).all()
+
+
+def test_odd_grids_decode_back_to_the_recorded_shapes():
+    config = VQVAEConfig(**{**VQVAEConfig.tiny().__dict__, "spatial_size": (25, 27)})
+    assert config.level_shapes == ((25, 27), (12, 13), (6, 6))
+    model = OccupancyVQVAE(config)
+    with torch.no_grad():
+        output = model(torch.randint(0, NUM_OCC_CLASSES, (1, 25, 27, 16)))
+    assert output.logits.shape == (1, 25, 27, 16, NUM_OCC_CLASSES)
+
+
+def test_logits_are_dot_products_with_the_tied_class_embeddings(tiny_vqvae):
+    codes = torch.randn(1, tiny_vqvae.config.latent_channels, 50, 50)
+    with torch.no_grad():
+        logits = tiny_vqvae.decode_latents(codes)
+        decoded = tiny_vqvae.decoder(tiny_vqvae.vqvae.post_quant_conv(codes))  # [1, 128, X, Y]
+    # Channel = height * 8 + embedding dimension; check one voxel by hand.
+    x, y, height = 17, 123, 5
+    feature = decoded[0, height * 8 : (height + 1) * 8, x, y]
+    torch.testing.assert_close(logits[0, x, y, height], tiny_vqvae.class_embeds.weight @ feature)
+
+
+def test_straight_through_gradient_reaches_the_encoder(tiny_vqvae):
+    z = torch.randn(1, tiny_vqvae.config.latent_channels, 50, 50, requires_grad=True)
+    quantized = tiny_vqvae.quantize(z)
+    upstream = torch.randn_like(quantized.codes)
+    (quantized.codes * upstream).sum().backward()
+    # d codes / d (quant_conv output) is the identity: z.grad is quant_conv's transpose applied.
+    weight = tiny_vqvae.vqvae.quant_conv.weight[:, :, 0, 0]  # [out, in]
+    expected = torch.einsum("oi,bohw->bihw", weight, upstream)
+    torch.testing.assert_close(z.grad, expected)
+    tiny_vqvae.zero_grad()
+
+
+def test_vq_loss_trains_the_codebook_and_commits_the_encoder(tiny_vqvae):
+    z = torch.randn(1, tiny_vqvae.config.latent_channels, 50, 50, requires_grad=True)
+    quantized = tiny_vqvae.quantize(z)
+    assert quantized.loss > 0
+    quantized.loss.backward()
+    assert tiny_vqvae.vqvae.embedding.weight.grad.abs().sum() > 0
+    assert z.grad.abs().sum() > 0
+    tiny_vqvae.zero_grad()
+
+
+def _occworld_checkpoint(model: OccupancyVQVAE, prefix: str) -> dict[str, torch.Tensor]:
+    """A full OccWorld-style model state dict: the tokenizer under ``prefix`` + world model."""
+    state = {f"{prefix}{name}": torch.randn_like(t) for name, t in model.state_dict().items()}
+    state["module.transformer.layers.0.weight"] = torch.randn(4, 4)
+    return state
+
+
+@pytest.mark.parametrize("prefix", ["vae.", "module.vae."])
+def test_occworld_checkpoint_loads_and_round_trips(tmp_path, prefix):
+    torch.manual_seed(1)
+    source = OccupancyVQVAE(VQVAEConfig.tiny())
+    state = _occworld_checkpoint(source, prefix)
+    path = tmp_path / "occworld.pth"
+    torch.save({"state_dict": state, "epoch": 12}, path)
+
+    target = load_occworld_vqvae(OccupancyVQVAE(VQVAEConfig.tiny()), path)
+    for name, tensor in target.state_dict().items():
+        torch.testing.assert_close(tensor, state[prefix + name], rtol=0, atol=0)
+
+    # Numerically the same model: same logits from the same labels.
+    load_occworld_vqvae(source, {name: t for name, t in state.items() if "vae." in name})
+    occupancy = torch.randint(0, NUM_OCC_CLASSES, (1, *OCC_GRID_SHAPE))
+    with torch.no_grad():
+        torch.testing.assert_close(target(occupancy).logits, source(occupancy).logits)
+
+
+def test_safetensors_checkpoint_without_prefix_loads(tmp_path, tiny_vqvae):
+    path = tmp_path / "tokenizer.safetensors"
+    save_file({name: t.contiguous() for name, t in tiny_vqvae.state_dict().items()}, str(path))
+    target = load_occworld_vqvae(OccupancyVQVAE(VQVAEConfig.tiny()), path)
+    for name, tensor in target.state_dict().items():
+        assert torch.equal(tensor, tiny_vqvae.state_dict()[name])
+
+
+def test_mismatched_checkpoints_raise_naming_the_keys(tiny_vqvae):
+    good = {f"vae.{name}": t.clone() for name, t in tiny_vqvae.state_dict().items()}
+    target = OccupancyVQVAE(VQVAEConfig.tiny())
+    before = {name: t.clone() for name, t in target.state_dict().items()}
+
+    missing = dict(good)
+    del missing["vae.decoder.conv_out.bias"]
+    with pytest.raises(CheckpointError, match=r"missing: decoder\.conv_out\.bias"):
+        load_occworld_vqvae(target, missing)
+
+    extra = {**good, "vae.decoder.extra_head.weight": torch.zeros(3)}
+    with pytest.raises(CheckpointError, match=r"unexpected: decoder\.extra_head\.weight"):
+        load_occworld_vqvae(target, extra)
+
+    misshaped = {**good, "vae.class_embeds.weight": torch.zeros(17, 8)}
+    with pytest.raises(CheckpointError, match=r"class_embeds\.weight \(17, 8\) != \(18, 8\)"):
+        load_occworld_vqvae(target, misshaped)
+
+    non_finite = dict(good)
+    non_finite["vae.vqvae.embedding.weight"] = good["vae.vqvae.embedding.weight"].clone()
+    non_finite["vae.vqvae.embedding.weight"][3, 4] = float("nan")
+    with pytest.raises(CheckpointError, match=r"non-finite values in vqvae\.embedding\.weight"):
+        load_occworld_vqvae(target, non_finite)
+
+    # The real (64-channel) checkpoint into the tiny model: every conv is mis-shaped.
+    with torch.device("meta"):
+        real_state = OccupancyVQVAE().state_dict()
+    with pytest.raises(CheckpointError, match=r"mis-shaped .*encoder\.conv_in\.weight"):
+        load_occworld_vqvae(target, real_state)
+
+    for name, tensor in target.state_dict().items():  # nothing was partially loaded
+        assert torch.equal(tensor, before[name])
+
+
+def test_unreadable_checkpoint_files_raise_naming_the_file(tmp_path):
+    model = OccupancyVQVAE(VQVAEConfig.tiny())
+    with pytest.raises(CheckpointError, match=r"not found: .*absent\.pth"):
+        load_occworld_vqvae(model, tmp_path / "absent.pth")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00not a safetensors file")
+    with pytest.raises(CheckpointError, match=r"corrupt\.safetensors"):
+        load_occworld_vqvae(model, corrupt)
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"state_dict": {"x": object()}}, pickled)  # needs full unpickling: refused
+    with pytest.raises(CheckpointError, match=r"pickled\.pth"):
+        load_occworld_vqvae(model, pickled)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"norm_groups": 24}, "norm_groups=24"),
+        ({"attention_levels": (3,)}, r"attention_levels \(3,\)"),
+        ({"latent_channels": 0}, "latent_channels must be a positive integer, got 0"),
+        ({"spatial_size": (3, 200)}, r"spatial_size .*\(3, 200\)"),
+        ({"norm_eps": 0.0}, "norm_eps must be > 0, got 0.0"),
+    ],
+)
+def test_config_errors_name_the_value(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        VQVAEConfig(**overrides)
+
+
+def test_config_accepts_lists_from_yaml():
+    config = VQVAEConfig(channel_multipliers=[1, 2, 4], spatial_size=[200, 200])
+    assert config == VQVAEConfig()
+
+
+def test_wrong_label_shapes_are_rejected(tiny_vqvae):
+    with pytest.raises(ConfigError, match=r"\[B, 200, 200, 16\], got \[1, 200, 200\]"):
+        tiny_vqvae.encode(torch.zeros(1, 200, 200, dtype=torch.long))
+    with pytest.raises(ConfigError, match=r"latents must have shape \[B, 32, 50, 50\]"):
+        tiny_vqvae.decode_latents(torch.zeros(1, 32, 25, 25))
