@@ -32,6 +32,7 @@ from torch import nn
 
 from occvla_ros.constants import NUM_OCC_CLASSES, OCC_GRID_SHAPE
 from occvla_ros.errors import CheckpointError, ConfigError
+from occvla_ros.model.losses import lovasz_softmax, masked_cross_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -445,6 +446,34 @@ class OccupancyVQVAE(nn.Module):
             indices=quantized.indices,
             vq_loss=quantized.loss,
         )
+
+    def reconstruction_loss(
+        self,
+        occupancy: torch.Tensor,
+        ce_weight: float = 10.0,
+        lovasz_weight: float = 1.0,
+        vq_weight: float = 1.0,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The tokenizer's own training objective (OccWorld's weights by default).
+
+        ce_weight * cross-entropy + lovasz_weight * Lovasz-softmax of the reconstruction of
+        ``occupancy`` (int [B, X, Y, Z]) + vq_weight * VQ loss. Used to pretrain a tokenizer
+        (e.g. the tiny one) before the occupancy branch decodes through it frozen.
+        """
+        output = self(occupancy)
+        flat_logits = output.logits.reshape(-1, self.config.num_classes)  # [N, C], a view
+        labels = occupancy.reshape(-1).long()  # [N]
+        cross_entropy = masked_cross_entropy(flat_logits, labels)
+        total = ce_weight * cross_entropy + vq_weight * output.vq_loss
+        terms = {
+            "vq_ce": float(cross_entropy.detach()),
+            "vq_codebook": float(output.vq_loss.detach()),
+        }
+        if lovasz_weight > 0:
+            lovasz = lovasz_softmax(flat_logits.softmax(dim=-1), labels)
+            total = total + lovasz_weight * lovasz
+            terms["vq_lovasz"] = float(lovasz.detach())
+        return total, terms
 
 
 # Prefixes a released OccWorld checkpoint may put before the tokenizer's own names: "module."
