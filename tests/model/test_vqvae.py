@@ -221,3 +221,22 @@ def test_wrong_label_shapes_are_rejected(tiny_vqvae):
         tiny_vqvae.encode(torch.zeros(1, 200, 200, dtype=torch.long))
     with pytest.raises(ConfigError, match=r"latents must have shape \[B, 32, 50, 50\]"):
         tiny_vqvae.decode_latents(torch.zeros(1, 32, 25, 25))
+
+
+def test_reconstruction_loss_trains_a_tokenizer():
+    torch.manual_seed(0)
+    config = VQVAEConfig(**{**VQVAEConfig.tiny().__dict__, "spatial_size": (40, 40)})
+    model = OccupancyVQVAE(config)
+    occupancy = torch.randint(0, NUM_OCC_CLASSES, (1, 40, 40, 16))
+    occupancy[..., 8:] = NUM_OCC_CLASSES - 1  # structure to learn: free above height 8
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(15):
+        loss, terms = model.reconstruction_loss(occupancy)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(terms)
+    assert set(history[0]) == {"vq_ce", "vq_lovasz", "vq_codebook"}
+    assert history[-1]["vq_ce"] < 0.7 * history[0]["vq_ce"]
+    assert history[-1]["vq_lovasz"] < history[0]["vq_lovasz"]
