@@ -18,6 +18,7 @@ from occvla_ros.errors import OccvlaError
 # name -> (module, one-line summary)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("occvla_ros.doctor", "check the environment and print what is installed"),
+    "synth": ("occvla_ros.data.synth.command", "generate a synthetic nuScenes-format dataset"),
     "evaluate": ("occvla_ros.evaluation.command", "score a checkpoint on a split; write a report"),
     "train-ego-baseline": (
         "occvla_ros.evaluation.baselines",

@@ -57,6 +57,39 @@ def installed_share_dir() -> Path:
     return Path(get_package_share_directory("occvla_ros"))
 
 
+SYNTHETIC_DEFAULTS = {
+    "seed": 0,
+    "num_scenes": 2,  # one mini_train scene (scene-0061) and one mini_val scene (scene-0103)
+    "scene_duration_s": 8.0,
+    "version": "v1.0-mini",
+    "image_width": 384,
+    "image_height": 216,
+    "camera_sweeps": True,
+    "lidar_azimuth_steps": 540,
+}
+
+
+def generate_small_dataset(directory: Path, **overrides) -> Path:
+    """Generate a small synthetic nuScenes-format dataset into ``directory`` and return it.
+
+    Fields of :class:`occvla_ros.data.synth.SynthConfig` override ``SYNTHETIC_DEFAULTS``.
+    """
+    from occvla_ros.data.synth import SynthConfig, generate_dataset
+
+    generate_dataset(directory, SynthConfig(**{**SYNTHETIC_DEFAULTS, **overrides}))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic dataset (``SYNTHETIC_DEFAULTS``), generated once per test session.
+
+    Tables, 12 Hz camera images, LIDAR_TOP keyframes, maps, Occ3D labels (gts/) and OmniDrive QA
+    (omnidrive/); treat it as read-only.
+    """
+    return generate_small_dataset(tmp_path_factory.mktemp("synthetic") / "nuscenes")
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     """A per-test scratch directory (alias of tmp_path with an explicit name)."""

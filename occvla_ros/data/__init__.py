@@ -1,0 +1,1 @@
+"""nuScenes, Occ3D and OmniDrive data: loading, labelling and the synthetic world."""
