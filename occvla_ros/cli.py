@@ -19,6 +19,11 @@ from occvla_ros.errors import OccvlaError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("occvla_ros.doctor", "check the environment and print what is installed"),
     "synth": ("occvla_ros.data.synth.command", "generate a synthetic nuScenes-format dataset"),
+    "index": ("occvla_ros.data.index", "build or check the keyframe index of a dataset split"),
+    "contact-sheet": (
+        "occvla_ros.data.contact_sheet",
+        "draw one keyframe: 6 cameras, occupancy BEV, future trajectory, agent boxes",
+    ),
     "evaluate": ("occvla_ros.evaluation.command", "score a checkpoint on a split; write a report"),
     "train-ego-baseline": (
         "occvla_ros.evaluation.baselines",

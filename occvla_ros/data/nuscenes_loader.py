@@ -1,0 +1,378 @@
+"""Keyframe records of a nuScenes split, read with the real nuScenes devkit.
+
+Works on real nuScenes (mini / trainval, with or without the CAN-bus expansion) and on the
+project's synthetic datasets alike. Per keyframe:
+
+- pose: the ego pose of the keyframe's LIDAR_TOP sample_data (ego -> global);
+- future / past ground truth: the ego positions at the next 6 / previous keyframes of the same
+  scene, moved global -> ego(t0) and on to LIDAR_TOP(t0); missing keyframes are masked;
+- ego state: from the CAN bus ``pose`` messages (longitudinal velocity, acceleration, yaw rate,
+  linearly interpolated at the keyframe time) when ``DATAROOT/can_bus`` exists and covers the
+  scene, else by differentiating the ego poses of the densest sample_data chain around the
+  keyframe (LIDAR_TOP or CAM_FRONT sweeps);
+- labels: :mod:`occvla_ros.data.labels` (meta-action, FUTURE-DERIVED driving command);
+- Occ3D labels ``<occupancy_root>/<scene>/<token>/labels.npz`` and OmniDrive files
+  ``<omnidrive_root>/{vqa,desc}/{train,val}/<token>.json`` when they exist.
+
+The devkit (~2 s to import) is imported only inside :func:`load_records`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from occvla_ros.constants import CAMERA_NAMES, LIDAR_NAME, NUM_WAYPOINTS
+from occvla_ros.data import labels
+from occvla_ros.data.records import (
+    EGO_STATE_FROM_CAN_BUS,
+    EGO_STATE_FROM_EGO_POSE,
+    AgentBoxes,
+    KeyframeRecord,
+)
+from occvla_ros.errors import ConfigError, DataError
+from occvla_ros.geometry import invert_transform, make_transform, quat_wxyz_to_yaw
+
+LOGGER = logging.getLogger(__name__)
+NUM_PAST = 4
+ALL_SCENES = "all"
+# Sample_data neighbours used on each side when differentiating ego poses.
+DIFFERENCING_HALF_WINDOW = 2
+# The ego state is differentiated from the chain whose neighbours are closest in time.
+DIFFERENCING_CHANNELS = (LIDAR_NAME, "CAM_FRONT")
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """Where the label sets live and how the ego state is read; part of the index fingerprint."""
+
+    occupancy_root: str | None = None  # default DATAROOT/gts
+    omnidrive_root: str | None = None  # default DATAROOT/omnidrive
+    use_can_bus: bool = True  # when DATAROOT/can_bus exists
+
+    def resolved(self, dataroot: Path) -> LoaderOptions:
+        return LoaderOptions(
+            occupancy_root=str(Path(self.occupancy_root or dataroot / "gts").absolute()),
+            omnidrive_root=str(Path(self.omnidrive_root or dataroot / "omnidrive").absolute()),
+            use_can_bus=self.use_can_bus,
+        )
+
+
+def split_scene_names(version: str, split: str) -> list[str] | None:
+    """Scene names of a devkit split (``create_splits_scenes``), or None for ``"all"``."""
+    if split == ALL_SCENES:
+        return None
+    from nuscenes.utils.splits import create_splits_scenes
+
+    splits = create_splits_scenes()
+    if split not in splits:
+        raise ConfigError(f"unknown split {split!r}; choose one of {[ALL_SCENES, *splits]}")
+    return list(splits[split])
+
+
+def open_nuscenes(dataroot: Path, version: str):
+    """The devkit's NuScenes object; :class:`DataError` naming the directory when it fails."""
+    from nuscenes.nuscenes import NuScenes
+
+    table_dir = dataroot / version
+    if not table_dir.is_dir():
+        raise DataError(f"no nuScenes tables at {table_dir} (check --dataroot and --version)")
+    try:
+        return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+    except (AssertionError, KeyError, OSError, ValueError) as error:
+        raise DataError(f"the nuScenes devkit cannot load {table_dir}: {error!r}") from error
+
+
+def load_records(
+    dataroot: str | Path,
+    version: str,
+    split: str,
+    options: LoaderOptions | None = None,
+    *,
+    progress: bool = False,
+) -> list[KeyframeRecord]:
+    """Records of every keyframe of the split's scenes, scene by scene in time order."""
+    dataroot = Path(dataroot).absolute()
+    options = (options or LoaderOptions()).resolved(dataroot)
+    nusc = open_nuscenes(dataroot, version)
+    wanted = split_scene_names(version, split)
+    scenes = [s for s in nusc.scene if wanted is None or s["name"] in wanted]
+    if not scenes:
+        raise DataError(
+            f"split {split!r} has no scene in {dataroot / version} (mini datasets use "
+            f"mini_train / mini_val; trainval uses train / val)"
+        )
+    can_bus = _open_can_bus(dataroot) if options.use_can_bus else None
+    builder = _RecordBuilder(nusc, options, can_bus)
+    total = sum(scene["nbr_samples"] for scene in scenes)
+    from tqdm import tqdm
+
+    records = []
+    with tqdm(total=total, desc=f"index {version}/{split}", disable=not progress) as bar:
+        for scene in scenes:
+            for sample in _scene_samples(nusc, scene):
+                records.append(builder.record(sample, scene))
+                bar.update(1)
+    return records
+
+
+def _open_can_bus(dataroot: Path):
+    if not (dataroot / "can_bus").is_dir():
+        LOGGER.info("no CAN bus expansion under %s: ego state from ego-pose differencing", dataroot)
+        return None
+    from nuscenes.can_bus.can_bus_api import NuScenesCanBus
+
+    return NuScenesCanBus(dataroot=str(dataroot))
+
+
+def _scene_samples(nusc, scene: dict) -> Iterator[dict]:
+    token = scene["first_sample_token"]
+    while token:
+        sample = nusc.get("sample", token)
+        yield sample
+        token = sample["next"]
+
+
+def _walk(nusc, sample: dict, direction: str, count: int) -> list[dict | None]:
+    """The next (``"next"``) or previous (``"prev"``) ``count`` samples; None beyond the scene."""
+    found: list[dict | None] = []
+    current: dict | None = sample
+    for _ in range(count):
+        token = current[direction] if current is not None else ""
+        current = nusc.get("sample", token) if token else None
+        found.append(current)
+    return found
+
+
+class _RecordBuilder:
+    def __init__(self, nusc, options: LoaderOptions, can_bus) -> None:
+        self.nusc = nusc
+        self.options = options
+        self.can_bus = can_bus
+        self._can_pose_cache: dict[str, np.ndarray | None] = {}
+
+    def _pose_of(self, sample: dict) -> np.ndarray:
+        lidar = self.nusc.get("sample_data", sample["data"][LIDAR_NAME])
+        pose = self.nusc.get("ego_pose", lidar["ego_pose_token"])
+        return make_transform(pose["translation"], pose["rotation"])
+
+    def record(self, sample: dict, scene: dict) -> KeyframeRecord:
+        nusc = self.nusc
+        lidar = nusc.get("sample_data", sample["data"][LIDAR_NAME])
+        lidar_calib = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
+        lidar_to_ego = make_transform(lidar_calib["translation"], lidar_calib["rotation"])
+        ego_to_global = self._pose_of(sample)
+        ego_from_global = invert_transform(ego_to_global)
+        lidar_from_ego = invert_transform(lidar_to_ego)
+
+        future = _walk(nusc, sample, "next", NUM_WAYPOINTS)
+        past = _walk(nusc, sample, "prev", NUM_PAST)[::-1]  # oldest first
+        future_ego, future_mask = self._positions(future, ego_from_global)
+        future_lidar = _apply(lidar_from_ego, future_ego)[:, :2] * future_mask[:, None]
+        past_ego, past_mask = self._positions(past, ego_from_global)
+        future_xy = future_ego[:, :2]
+
+        ego_state, source = self._ego_state(sample, scene, lidar, ego_to_global)
+        meta_action = ""
+        if future_mask[0]:
+            meta_action = labels.label_meta_action(future_xy, future_mask, ego_state[0]).text
+
+        paths, intrinsics, extrinsics = self._cameras(sample)
+        qa, description = self._omnidrive(sample["token"])
+        occupancy = Path(self.options.occupancy_root, scene["name"], sample["token"], "labels.npz")
+        return KeyframeRecord(
+            token=sample["token"],
+            scene_name=scene["name"],
+            scene_token=scene["token"],
+            timestamp_us=int(sample["timestamp"]),
+            image_paths=paths,
+            camera_intrinsics=intrinsics,
+            camera_to_ego=extrinsics,
+            ego_to_global=ego_to_global,
+            lidar_to_ego=lidar_to_ego,
+            ego_state=ego_state,
+            ego_state_source=source,
+            future_ego=future_xy,
+            future_lidar=future_lidar,
+            future_mask=future_mask,
+            past_ego=past_ego[:, :2],
+            past_mask=past_mask,
+            command=labels.driving_command(future_xy, future_mask),
+            meta_action=meta_action,
+            agents=self._agents([sample, *future], ego_from_global, lidar_from_ego),
+            occupancy_path=str(occupancy) if occupancy.is_file() else None,
+            qa=qa,
+            description=description,
+        )
+
+    def _positions(self, samples: list[dict | None], ego_from_global: np.ndarray):
+        positions = np.zeros((len(samples), 3))
+        mask = np.array([s is not None for s in samples])
+        for i, other in enumerate(samples):
+            if other is not None:
+                positions[i] = _apply(ego_from_global, self._pose_of(other)[:3, 3][None])[0]
+        return positions, mask
+
+    def _cameras(self, sample: dict):
+        paths, intrinsics, extrinsics = [], [], []
+        for channel in CAMERA_NAMES:
+            if channel not in sample["data"]:
+                raise DataError(f"keyframe {sample['token']} has no {channel} image")
+            data = self.nusc.get("sample_data", sample["data"][channel])
+            calib = self.nusc.get("calibrated_sensor", data["calibrated_sensor_token"])
+            paths.append(str(Path(self.nusc.dataroot, data["filename"]).absolute()))
+            intrinsics.append(np.asarray(calib["camera_intrinsic"], dtype=np.float64))
+            extrinsics.append(make_transform(calib["translation"], calib["rotation"]))
+        return tuple(paths), np.stack(intrinsics), np.stack(extrinsics)
+
+    def _omnidrive(self, token: str) -> tuple[tuple[tuple[str, str], ...], str | None]:
+        root = Path(self.options.omnidrive_root)
+        qa: tuple[tuple[str, str], ...] = ()
+        description = None
+        for split in ("train", "val"):
+            vqa = _read_json(root / "vqa" / split / f"{token}.json")
+            if vqa is not None:
+                try:
+                    qa = tuple((str(p["question"]), str(p["answer"])) for p in vqa)
+                except (TypeError, KeyError) as error:
+                    raise DataError(
+                        f"{root / 'vqa' / split / token}.json: expected a list of "
+                        f"{{question, answer}}: {error!r}"
+                    ) from error
+            desc = _read_json(root / "desc" / split / f"{token}.json")
+            if isinstance(desc, dict) and "description" in desc:
+                description = str(desc["description"])
+        return qa, description
+
+    def _agents(self, samples, ego_from_global, lidar_from_ego) -> AgentBoxes:
+        lidar_from_global = lidar_from_ego @ ego_from_global
+        steps, centers, yaws, sizes, categories = [], [], [], [], []
+        for step, sample in enumerate(samples):
+            if sample is None:
+                continue
+            for token in sample["anns"]:
+                annotation = self.nusc.get("sample_annotation", token)
+                steps.append(step)
+                centers.append(annotation["translation"])
+                yaws.append(quat_wxyz_to_yaw(annotation["rotation"]))
+                sizes.append(annotation["size"])
+                categories.append(annotation["category_name"])
+        centers_global = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
+        yaw_global = np.asarray(yaws, dtype=np.float64)
+        return AgentBoxes(
+            step=np.asarray(steps, dtype=np.int64),
+            center_ego=_apply(ego_from_global, centers_global),
+            center_lidar=_apply(lidar_from_global, centers_global),
+            yaw_ego=_rotate_yaw(ego_from_global, yaw_global),
+            yaw_lidar=_rotate_yaw(lidar_from_global, yaw_global),
+            size=np.asarray(sizes, dtype=np.float64).reshape(-1, 3),
+            category=tuple(categories),
+            frame_exists=np.array([s is not None for s in samples]),
+        )
+
+    def _ego_state(self, sample, scene, lidar, ego_to_global) -> tuple[np.ndarray, str]:
+        from_can = self._can_state(scene["name"], int(sample["timestamp"]))
+        if from_can is not None:
+            return from_can, EGO_STATE_FROM_CAN_BUS
+        return self._differenced_state(sample, ego_to_global), EGO_STATE_FROM_EGO_POSE
+
+    def _can_state(self, scene_name: str, timestamp_us: int) -> np.ndarray | None:
+        if self.can_bus is None:
+            return None
+        if scene_name not in self._can_pose_cache:
+            self._can_pose_cache[scene_name] = _can_pose_table(self.can_bus, scene_name)
+        table = self._can_pose_cache[scene_name]  # [M, 4] utime, speed, accel, yaw rate
+        if table is None or not table[0, 0] <= timestamp_us <= table[-1, 0]:
+            return None
+        return np.array([np.interp(timestamp_us, table[:, 0], table[:, i]) for i in (1, 2, 3)])
+
+    def _differenced_state(self, sample: dict, ego_to_global: np.ndarray) -> np.ndarray:
+        windows = [self._pose_window(sample["data"][c]) for c in DIFFERENCING_CHANNELS]
+        times, poses, centre = min(windows, key=lambda w: np.ptp(w[0]) if len(w[0]) > 1 else 1e9)
+        if len(times) < 2:
+            return np.zeros(3)
+        return ego_state_from_poses(times, poses, centre)
+
+    def _pose_window(self, sample_data_token: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """Times [W] (s) and (x, y, yaw) [W, 3] of the sample_data chain around a keyframe."""
+        centre = self.nusc.get("sample_data", sample_data_token)
+        before = _chain(self.nusc, centre, "prev", DIFFERENCING_HALF_WINDOW)[::-1]
+        after = _chain(self.nusc, centre, "next", DIFFERENCING_HALF_WINDOW)
+        chain = [*before, centre, *after]
+        times = np.array([d["timestamp"] for d in chain], dtype=np.float64) * 1e-6
+        poses = np.zeros((len(chain), 3))
+        for i, data in enumerate(chain):
+            pose = self.nusc.get("ego_pose", data["ego_pose_token"])
+            poses[i] = (*pose["translation"][:2], quat_wxyz_to_yaw(pose["rotation"]))
+        return times, poses, len(before)
+
+
+def ego_state_from_poses(times: np.ndarray, poses: np.ndarray, centre: int) -> np.ndarray:
+    """(speed, longitudinal acceleration, yaw rate) at ``poses[centre]`` by differencing.
+
+    ``times`` [W] seconds, ``poses`` [W, 3] global (x, y, yaw). Velocity and acceleration are
+    second-order finite differences on the (possibly uneven) times, projected on the heading at
+    the centre; speed is signed (negative when reversing).
+    """
+    if len(times) < 3:  # one difference: no acceleration
+        velocity = np.diff(poses[:, :2], axis=0)[0] / np.diff(times)[0]
+        yaw_rate = np.diff(np.unwrap(poses[:, 2]))[0] / np.diff(times)[0]
+        acceleration = np.zeros(2)
+    else:
+        velocity_all = np.gradient(poses[:, :2], times, axis=0)  # [W, 2]
+        velocity = velocity_all[centre]
+        acceleration = np.gradient(velocity_all, times, axis=0)[centre]
+        yaw_rate = np.gradient(np.unwrap(poses[:, 2]), times)[centre]
+    heading = np.array([np.cos(poses[centre, 2]), np.sin(poses[centre, 2])])
+    return np.array([velocity @ heading, acceleration @ heading, yaw_rate])
+
+
+def _can_pose_table(can_bus, scene_name: str) -> np.ndarray | None:
+    try:
+        messages = can_bus.get_messages(scene_name, "pose", print_warnings=False)
+    except Exception as error:  # the devkit raises bare Exception/AssertionError per scene
+        LOGGER.info("no CAN bus pose for %s (%s): using ego-pose differencing", scene_name, error)
+        return None
+    if not messages:
+        return None
+    return np.array(
+        [
+            (m["utime"], m["vel"][0], m["accel"][0], m["rotation_rate"][2])
+            for m in sorted(messages, key=lambda m: m["utime"])
+        ],
+        dtype=np.float64,
+    )
+
+
+def _chain(nusc, data: dict, direction: str, count: int) -> list[dict]:
+    found = []
+    for _ in range(count):
+        if not data[direction]:
+            break
+        data = nusc.get("sample_data", data[direction])
+        found.append(data)
+    return found
+
+
+def _apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ transform[:3, :3].T + transform[:3, 3]
+
+
+def _rotate_yaw(transform: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """Yaws about +z moved into ``transform``'s frame (the box's length axis, projected)."""
+    axis = np.stack([np.cos(yaw), np.sin(yaw), np.zeros_like(yaw)], axis=1) @ transform[:3, :3].T
+    return np.arctan2(axis[:, 1], axis[:, 0])
+
+
+def _read_json(path: Path):
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read OmniDrive annotation {path}: {error}") from error
