@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import torch
@@ -57,6 +57,12 @@ class OccupancyBranchConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.vqvae, dict):
+            known = {f.name for f in fields(VQVAEConfig)}
+            unknown = sorted(set(self.vqvae) - known)
+            if unknown:
+                raise ConfigError(
+                    f"OccupancyBranchConfig.vqvae: unknown keys {unknown}; known: {sorted(known)}"
+                )
             self.vqvae = VQVAEConfig(**self.vqvae)
         self.query_grid = tuple(self.query_grid)
         if self.class_weights is not None:

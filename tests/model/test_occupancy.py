@@ -221,6 +221,7 @@ def test_quantized_predictions_are_codebook_vectors_with_straight_through_gradie
         ({"ce_weight": 0.0}, "not both 0, got 0.0 and 0.0"),
         ({"class_weights": (1.0, 2.0)}, r"18 values >= 0, got \(1.0, 2.0\)"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+        ({"vqvae": {"bogus": 1}}, r"vqvae: unknown keys \['bogus'\]"),
     ],
 )
 def test_config_errors_name_the_value(overrides, message):

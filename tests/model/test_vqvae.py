@@ -92,6 +92,21 @@ def test_logits_are_dot_products_with_the_tied_class_embeddings(tiny_vqvae):
     torch.testing.assert_close(logits[0, x, y, height], tiny_vqvae.class_embeds.weight @ feature)
 
 
+def test_encoder_reads_heights_times_embedding_as_channels(tiny_vqvae):
+    occupancy = torch.randint(0, NUM_OCC_CLASSES, (1, *OCC_GRID_SHAPE))
+    captured = []
+    handle = tiny_vqvae.encoder.conv_in.register_forward_hook(
+        lambda module, inputs, output: captured.append(inputs[0])
+    )
+    with torch.no_grad():
+        tiny_vqvae.encode(occupancy)
+    handle.remove()
+    channels = captured[0]  # [1, 128, 200, 200]
+    x, y, height = 150, 7, 11
+    expected = tiny_vqvae.class_embeds.weight[occupancy[0, x, y, height]]  # [8]
+    torch.testing.assert_close(channels[0, height * 8 : (height + 1) * 8, x, y], expected)
+
+
 def test_straight_through_gradient_reaches_the_encoder(tiny_vqvae):
     z = torch.randn(1, tiny_vqvae.config.latent_channels, 50, 50, requires_grad=True)
     quantized = tiny_vqvae.quantize(z)
@@ -225,13 +240,13 @@ def test_wrong_label_shapes_are_rejected(tiny_vqvae):
 
 def test_reconstruction_loss_trains_a_tokenizer():
     torch.manual_seed(0)
-    config = VQVAEConfig(**{**VQVAEConfig.tiny().__dict__, "spatial_size": (40, 40)})
+    config = VQVAEConfig(**{**VQVAEConfig.tiny().__dict__, "spatial_size": (24, 24)})
     model = OccupancyVQVAE(config)
-    occupancy = torch.randint(0, NUM_OCC_CLASSES, (1, 40, 40, 16))
+    occupancy = torch.randint(0, NUM_OCC_CLASSES, (1, 24, 24, 16))
     occupancy[..., 8:] = NUM_OCC_CLASSES - 1  # structure to learn: free above height 8
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     history = []
-    for _ in range(15):
+    for _ in range(12):
         loss, terms = model.reconstruction_loss(occupancy)
         optimizer.zero_grad()
         loss.backward()
