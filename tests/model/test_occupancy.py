@@ -242,6 +242,7 @@ def test_predict_restores_the_training_mode():
     assert branch.training and not branch.vqvae.training
 
 
+@pytest.mark.slow  # ~2 s alone, much more on a busy 2-core machine
 def test_tiny_branch_overfits_one_scene_through_the_frozen_decoder():
     """The branch learns to produce one scene through the frozen (random) decoder.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from occvla_ros.constants import NUM_OCC_CLASSES, OCC_GRID_SHAPE
 from occvla_ros.errors import CheckpointError, ConfigError
@@ -19,6 +19,19 @@ SHARED_REFERENCE = (
     Path(__file__).resolve().parents[2].parent / "shared/reference/occworld-vqvae-state-dict.txt"
 )
 OCCWORLD_PARAMETERS = 14_168_272
+GOLDEN = DATA / "vqvae_golden.safetensors"
+# A very small tokenizer (every module kind, two levels) for the golden-output file.
+GOLDEN_CONFIG = VQVAEConfig(
+    class_embed_dim=4,
+    num_heights=4,
+    spatial_size=(6, 6),
+    base_channels=4,
+    channel_multipliers=(1, 2),
+    attention_levels=(1,),
+    norm_groups=2,
+    latent_channels=4,
+    codebook_size=8,
+)
 
 
 def _read_reference(path: Path) -> list[tuple[str, tuple[int, ...]]]:
@@ -255,3 +268,36 @@ def test_reconstruction_loss_trains_a_tokenizer():
     assert set(history[0]) == {"vq_ce", "vq_lovasz", "vq_codebook"}
     assert history[-1]["vq_ce"] < 0.7 * history[0]["vq_ce"]
     assert history[-1]["vq_lovasz"] < history[0]["vq_lovasz"]
+
+
+def _golden_inputs() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(7)
+    return torch.randint(0, NUM_OCC_CLASSES, (2, 6, 6, 4), generator=generator)
+
+
+def test_golden_output_has_not_drifted():
+    stored = load_file(str(GOLDEN))
+    model = OccupancyVQVAE(GOLDEN_CONFIG)
+    load_occworld_vqvae(model, {k[len("model.") :]: v for k, v in stored.items() if "model." in k})
+    with torch.no_grad():
+        output = model(_golden_inputs())
+    torch.testing.assert_close(output.logits, stored["logits"], rtol=1e-4, atol=1e-5)
+    assert torch.equal(output.indices, stored["indices"])
+    torch.testing.assert_close(output.vq_loss, stored["vq_loss"], rtol=1e-4, atol=1e-6)
+
+
+def write_golden() -> None:
+    """Regenerate the golden file (only after an intended numerical change, with review)."""
+    torch.manual_seed(0)
+    model = OccupancyVQVAE(GOLDEN_CONFIG)
+    with torch.no_grad():
+        for parameter in model.parameters():  # spread the weights: GroupNorm affines included
+            parameter.add_(0.1 * torch.randn_like(parameter))
+        output = model(_golden_inputs())
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors.update(logits=output.logits, indices=output.indices, vq_loss=output.vq_loss)
+    save_file(tensors, str(GOLDEN))
+
+
+if __name__ == "__main__":
+    write_golden()
