@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "draw one keyframe: 6 cameras, occupancy BEV, future trajectory, agent boxes",
     ),
     "evaluate": ("occvla_ros.evaluation.command", "score a checkpoint on a split; write a report"),
+    "model-info": ("occvla_ros.model.info", "parameter counts of an OccVLA preset or config"),
     "train-ego-baseline": (
         "occvla_ros.evaluation.baselines",
         "train the ego-status-only MLP planning baseline",

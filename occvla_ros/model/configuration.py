@@ -264,9 +264,14 @@ class OccVLAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OccVLAConfig:
+        """Values in ``data`` override the defaults of its ``preset`` (a partial YAML works)."""
         if not isinstance(data, dict):
             raise ConfigError(f"an OccVLA configuration must be a mapping, got {type(data)}")
-        return _build(cls, data, "OccVLAConfig")
+        preset = data.get("preset", cls.preset)
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+        merged = _merge(cls.from_preset(preset).to_dict(), data, "OccVLAConfig")
+        return _build(cls, merged, "OccVLAConfig")
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -290,6 +295,20 @@ def _build(kind: type, data: dict[str, Any], owner: str) -> Any:
     if unknown:
         raise ConfigError(f"{owner}: unknown keys {unknown}; known keys are {sorted(known)}")
     return kind(**data)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any], owner: str) -> dict[str, Any]:
+    """``base`` with ``override``'s values, recursing into nested sections; names unknown keys."""
+    unknown = sorted(set(override) - set(base))
+    if unknown:
+        raise ConfigError(f"{owner}: unknown keys {unknown}; known keys are {sorted(base)}")
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(base[key], dict) and isinstance(value, dict) and key != "meta_actions":
+            merged[key] = _merge(base[key], value, f"{owner}.{key}")
+        else:
+            merged[key] = value
+    return merged
 
 
 def _plain(value: Any) -> Any:
