@@ -79,8 +79,11 @@ class VQVAEConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"VQVAEConfig.{name} must be a positive integer, got {value!r}")
-        if self.num_classes < 2:
-            raise ConfigError(f"VQVAEConfig.num_classes must be at least 2, got {self.num_classes}")
+        if not 2 <= self.num_classes <= 256:
+            raise ConfigError(
+                f"VQVAEConfig.num_classes must be in 2..256 (predictions are uint8), "
+                f"got {self.num_classes}"
+            )
         if not self.channel_multipliers or any(m < 1 for m in self.channel_multipliers):
             raise ConfigError(
                 "VQVAEConfig.channel_multipliers must be non-empty positive integers, got "
@@ -155,14 +158,17 @@ class ResnetBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.norm2 = _group_norm(config, out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        if in_channels != out_channels:
-            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
+        # A 1x1 projection only where the width changes (Identity has no state-dict entries).
+        self.nin_shortcut = (
+            nn.Conv2d(in_channels, out_channels, 1)
+            if in_channels != out_channels
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C_in, H, W] -> [B, C_out, H, W]
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(F.silu(self.norm2(h)))
-        shortcut = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
-        return shortcut + h
+        return self.nin_shortcut(x) + h
 
 
 class AttentionBlock(nn.Module):
@@ -189,7 +195,7 @@ class AttentionBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Pad one cell right/bottom, then a stride-2 3x3 conv: H -> (H - 2) // 2 + 1."""
+    """Pad one cell right/bottom, then a stride-2 3x3 conv: H -> H // 2."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -222,7 +228,9 @@ class Upsample(nn.Module):
         return self.conv(x)
 
 
-class EncoderLevel(nn.Module):
+class _Level(nn.Module):
+    """The ResNet blocks of one resolution, each followed by self-attention where configured."""
+
     def __init__(
         self, config: VQVAEConfig, in_channels: int, out_channels: int, level: int
     ) -> None:
@@ -236,26 +244,30 @@ class EncoderLevel(nn.Module):
             AttentionBlock(config, out_channels)
             for _ in range(config.num_res_blocks if with_attention else 0)
         )
-        if level != len(config.channel_multipliers) - 1:
-            self.downsample = Downsample(out_channels)
+
+    def run_blocks(self, h: torch.Tensor) -> torch.Tensor:
+        for index, block in enumerate(self.block):
+            h = block(h)
+            if self.attn:
+                h = self.attn[index](h)
+        return h
 
 
-class DecoderLevel(nn.Module):
+class EncoderLevel(_Level):
     def __init__(
         self, config: VQVAEConfig, in_channels: int, out_channels: int, level: int
     ) -> None:
-        super().__init__()
-        widths = [in_channels] + [out_channels] * config.num_res_blocks
-        self.block = nn.ModuleList(
-            ResnetBlock(config, widths[i], widths[i + 1]) for i in range(config.num_res_blocks)
-        )
-        with_attention = level in config.attention_levels
-        self.attn = nn.ModuleList(
-            AttentionBlock(config, out_channels)
-            for _ in range(config.num_res_blocks if with_attention else 0)
-        )
-        if level != 0:
-            self.upsample = Upsample(out_channels)
+        super().__init__(config, in_channels, out_channels, level)
+        is_last = level == len(config.channel_multipliers) - 1
+        self.downsample = None if is_last else Downsample(out_channels)
+
+
+class DecoderLevel(_Level):
+    def __init__(
+        self, config: VQVAEConfig, in_channels: int, out_channels: int, level: int
+    ) -> None:
+        super().__init__(config, in_channels, out_channels, level)
+        self.upsample = None if level == 0 else Upsample(out_channels)
 
 
 class MidBlock(nn.Module):
@@ -267,14 +279,6 @@ class MidBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block_2(self.attn_1(self.block_1(x)))
-
-
-def _run_blocks(level: EncoderLevel | DecoderLevel, h: torch.Tensor) -> torch.Tensor:
-    for index, block in enumerate(level.block):
-        h = block(h)
-        if level.attn:
-            h = level.attn[index](h)
-    return h
 
 
 class Encoder(nn.Module):
@@ -295,8 +299,8 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for level in self.down:
-            h = _run_blocks(level, h)
-            if hasattr(level, "downsample"):
+            h = level.run_blocks(h)
+            if level.downsample is not None:
                 h = level.downsample(h)
         h = self.mid(h)
         return self.conv_out(F.silu(self.norm_out(h)))
@@ -325,8 +329,8 @@ class Decoder(nn.Module):
         h = self.mid(self.conv_in(z))
         for level_index in reversed(range(len(self.up))):
             level = self.up[level_index]
-            h = _run_blocks(level, h)
-            if hasattr(level, "upsample"):
+            h = level.run_blocks(h)
+            if level.upsample is not None:
                 h = level.upsample(h, self.level_shapes[level_index - 1])
         return self.conv_out(F.silu(self.norm_out(h)))
 
