@@ -1,0 +1,262 @@
+"""The devkit loader on the synthetic dataset, checked against independent computations.
+
+Ground truth is recomputed here from the raw JSON tables with pyquaternion (not the loader's
+geometry module nor the devkit), and ego motion against the generator's own world.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyquaternion import Quaternion
+
+from occvla_ros.constants import CAMERA_NAMES, LIDAR_NAME, NUM_WAYPOINTS
+from occvla_ros.data import labels
+from occvla_ros.data.nuscenes_loader import load_records
+from occvla_ros.data.records import (
+    EGO_STATE_FROM_CAN_BUS,
+    EGO_STATE_FROM_EGO_POSE,
+    save_records,
+)
+from occvla_ros.data.records import (
+    load_records as read_records,
+)
+from occvla_ros.errors import ConfigError, DataError
+
+VERSION = "v1.0-mini"
+SCENE_INDEX = {"scene-0061": 0, "scene-0103": 1}  # generation order of the synthetic scenes
+
+
+class RawTables:
+    """The tables as plain dicts, read with json alone."""
+
+    def __init__(self, dataroot: Path) -> None:
+        def table(name):
+            rows = json.loads((dataroot / VERSION / f"{name}.json").read_text())
+            return {row["token"]: row for row in rows}
+
+        self.sample = table("sample")
+        self.scene = table("scene")
+        self.ego_pose = table("ego_pose")
+        self.calibrated_sensor = table("calibrated_sensor")
+        self.annotation = table("sample_annotation")
+        sensors = table("sensor")
+        self.lidar_data = {}
+        for data in table("sample_data").values():
+            calib = self.calibrated_sensor[data["calibrated_sensor_token"]]
+            if data["is_key_frame"] and sensors[calib["sensor_token"]]["channel"] == LIDAR_NAME:
+                self.lidar_data[data["sample_token"]] = data
+
+    def pose(self, sample_token: str) -> tuple[np.ndarray, Quaternion]:
+        pose = self.ego_pose[self.lidar_data[sample_token]["ego_pose_token"]]
+        return np.array(pose["translation"]), Quaternion(pose["rotation"])
+
+    def lidar_calibration(self, sample_token: str) -> tuple[np.ndarray, Quaternion]:
+        calib = self.calibrated_sensor[self.lidar_data[sample_token]["calibrated_sensor_token"]]
+        return np.array(calib["translation"]), Quaternion(calib["rotation"])
+
+    def following(self, token: str, count: int) -> list[str]:
+        tokens = []
+        while len(tokens) < count and self.sample[token]["next"]:
+            token = self.sample[token]["next"]
+            tokens.append(token)
+        return tokens
+
+
+@pytest.fixture(scope="module")
+def raw(synthetic_dataroot) -> RawTables:
+    return RawTables(synthetic_dataroot)
+
+
+@pytest.fixture(scope="module")
+def records(synthetic_dataroot):
+    return {
+        split: load_records(synthetic_dataroot, VERSION, split)
+        for split in ("mini_train", "mini_val")
+    }
+
+
+def test_every_keyframe_of_each_split_is_loaded(records, raw):
+    for split, scene in (("mini_train", "scene-0061"), ("mini_val", "scene-0103")):
+        assert {r.scene_name for r in records[split]} == {scene}
+    assert sum(len(r) for r in records.values()) == len(raw.sample)
+    for split_records in records.values():
+        times = [r.timestamp_us for r in split_records]
+        assert times == sorted(times)
+
+
+def test_future_trajectory_equals_an_independent_transform(records, raw):
+    checked = 0
+    for record in (*records["mini_train"], *records["mini_val"]):
+        t0, q0 = raw.pose(record.token)
+        lidar_t, lidar_q = raw.lidar_calibration(record.token)
+        future = raw.following(record.token, NUM_WAYPOINTS)
+        assert record.future_mask.tolist() == [i < len(future) for i in range(NUM_WAYPOINTS)]
+        for step, token in enumerate(future):
+            position, _ = raw.pose(token)
+            in_ego = q0.inverse.rotate(position - t0)
+            in_lidar = lidar_q.inverse.rotate(in_ego - lidar_t)
+            np.testing.assert_allclose(record.future_ego[step], in_ego[:2], atol=1e-6)
+            np.testing.assert_allclose(record.future_lidar[step], in_lidar[:2], atol=1e-6)
+            checked += 1
+        assert not record.future_ego[len(future) :].any()
+    assert checked > 100
+
+
+def test_masks_at_scene_ends(records, raw):
+    for split_records in records.values():
+        count = len(split_records)
+        for k, record in enumerate(split_records):
+            assert record.future_mask.sum() == min(NUM_WAYPOINTS, count - 1 - k)
+            assert record.past_mask.sum() == min(len(record.past_mask), k)
+            assert record.past_mask.tolist() == sorted(record.past_mask.tolist())  # newest last
+        assert split_records[-1].meta_action == ""  # no future: no label
+        assert not split_records[0].past_mask.any()
+
+
+def test_past_trajectory_is_the_previous_keyframes(records, raw):
+    record = records["mini_train"][6]
+    t0, q0 = raw.pose(record.token)
+    token = record.token
+    for slot in range(len(record.past_mask) - 1, -1, -1):  # newest is the last slot
+        token = raw.sample[token]["prev"]
+        position, _ = raw.pose(token)
+        np.testing.assert_allclose(
+            record.past_ego[slot], q0.inverse.rotate(position - t0)[:2], atol=1e-6
+        )
+
+
+def world_velocity(world, t: float, h: float = 0.01) -> float:
+    """Longitudinal velocity of the generator's ego at ``t`` (fine central difference)."""
+    before, after, now = world.ego_pose(t - h), world.ego_pose(t + h), world.ego_pose(t)
+    velocity = (np.array(after[:2]) - np.array(before[:2])) / (2 * h)
+    return float(velocity @ [math.cos(now[2]), math.sin(now[2])])
+
+
+def test_ego_state_from_differencing_matches_the_generated_motion(records):
+    from occvla_ros.data.synth.world import build_world
+    from tests.conftest import SYNTHETIC_DEFAULTS
+
+    for split_records in records.values():
+        scene = split_records[0].scene_name
+        world = build_world(
+            SYNTHETIC_DEFAULTS["seed"], SCENE_INDEX[scene], SYNTHETIC_DEFAULTS["scene_duration_s"]
+        )
+        start = split_records[0].timestamp_us
+        for record in split_records[1:-1]:  # central differences only
+            assert record.ego_state_source == EGO_STATE_FROM_EGO_POSE
+            t = (record.timestamp_us - start) * 1e-6
+            speed, accel, yaw_rate = record.ego_state
+            assert speed == pytest.approx(world_velocity(world, t), abs=0.03)
+            h = 0.1
+            world_accel = (world_velocity(world, t + h) - world_velocity(world, t - h)) / (2 * h)
+            assert accel == pytest.approx(world_accel, abs=0.3)
+            # The loader differences the 12 Hz camera-sweep poses: +-1/12 s around the keyframe.
+            window = 1.0 / 12.0
+            yaw_change = world.ego_pose(t + window)[2] - world.ego_pose(t - window)[2]
+            assert yaw_rate == pytest.approx(yaw_change / (2 * window), abs=1e-3)
+            instant = (world.ego_pose(t + 0.01)[2] - world.ego_pose(t - 0.01)[2]) / 0.02
+            assert yaw_rate == pytest.approx(instant, abs=0.05)
+
+
+def test_labels_follow_the_label_rules(records):
+    for record in records["mini_train"]:
+        assert record.command == labels.driving_command(record.future_ego, record.future_mask)
+        assert record.command_is_future_derived
+        if record.has_future:
+            expected = labels.label_meta_action(
+                record.future_ego, record.future_mask, record.ego_state[0]
+            )
+            assert record.meta_action == expected.text
+
+
+def test_cameras_occupancy_and_qa(records, raw, synthetic_dataroot):
+    record = records["mini_val"][3]
+    assert len(record.image_paths) == len(CAMERA_NAMES)
+    for channel, path in zip(CAMERA_NAMES, record.image_paths, strict=True):
+        assert Path(path).is_file() and f"/samples/{channel}/" in path
+    assert record.camera_intrinsics.shape == (6, 3, 3)
+    assert np.allclose(record.camera_to_ego[:, 3], [0, 0, 0, 1])
+    assert record.occupancy_path == str(
+        synthetic_dataroot / "gts" / "scene-0103" / record.token / "labels.npz"
+    )
+    vqa = json.loads(
+        (synthetic_dataroot / "omnidrive/vqa/val" / f"{record.token}.json").read_text()
+    )
+    assert record.qa == tuple((p["question"], p["answer"]) for p in vqa)
+    assert record.description
+
+
+def test_agent_boxes_in_ego_and_lidar_frames(records, raw):
+    record = records["mini_train"][4]
+    t0, q0 = raw.pose(record.token)
+    lidar_t, lidar_q = raw.lidar_calibration(record.token)
+    now = record.agents.at_step(0)
+    current = [a for a in raw.annotation.values() if a["sample_token"] == record.token]
+    assert len(now) == len(current) > 0
+    future = raw.following(record.token, NUM_WAYPOINTS)
+    annotations = [a for a in raw.annotation.values() if a["sample_token"] == future[1]]
+    rows = record.agents.at_step(2)
+    assert len(rows) == len(annotations) > 0
+    by_center = {tuple(np.round(record.agents.center_ego[r], 4)): r for r in rows}
+    for annotation in annotations:
+        in_ego = q0.inverse.rotate(np.array(annotation["translation"]) - t0)
+        row = by_center[tuple(np.round(in_ego, 4))]
+        yaw_ego = (q0.inverse * Quaternion(annotation["rotation"])).yaw_pitch_roll[0]
+        assert math.cos(record.agents.yaw_ego[row] - yaw_ego) == pytest.approx(1.0)
+        np.testing.assert_allclose(
+            record.agents.center_lidar[row], lidar_q.inverse.rotate(in_ego - lidar_t), atol=1e-6
+        )
+        assert record.agents.size[row].tolist() == annotation["size"]
+    assert record.agents.frame_exists.all()
+    assert not records["mini_train"][-1].agents.frame_exists[1:].any()
+
+
+def test_records_round_trip_through_json_and_npz(records, tmp_path):
+    original = records["mini_val"]
+    save_records(original, tmp_path / "r.json", tmp_path / "r.npz")
+    loaded = read_records(tmp_path / "r.json", tmp_path / "r.npz")
+    assert len(loaded) == len(original)
+    for a, b in zip(original, loaded, strict=True):
+        assert a.token == b.token and a.qa == b.qa and a.agents.category == b.agents.category
+        np.testing.assert_array_equal(a.future_lidar, b.future_lidar)
+        np.testing.assert_array_equal(a.agents.center_lidar, b.agents.center_lidar)
+
+
+def test_can_bus_expansion_is_used_when_present(synthetic_dataroot, tmp_path):
+    """A dataroot with a CAN bus folder: pose messages for scene-0061, none for scene-0103."""
+    dataroot = tmp_path / "nuscenes"
+    dataroot.mkdir()
+    for child in synthetic_dataroot.iterdir():
+        (dataroot / child.name).symlink_to(child)
+    (dataroot / "can_bus").mkdir()
+    start = json.loads((synthetic_dataroot / VERSION / "sample.json").read_text())
+    start_us = min(s["timestamp"] for s in start)
+    utimes = start_us + np.arange(0, 9_000_000, 20_000)  # 50 Hz
+    messages = [
+        {"utime": int(u), "vel": [5.0 + 1e-6 * (u - start_us), 0.0, 0.0],
+         "accel": [1.0, 0.0, 9.8], "rotation_rate": [0.0, 0.0, 0.125],
+         "pos": [0.0, 0.0, 0.0], "orientation": [1.0, 0.0, 0.0, 0.0]}
+        for u in utimes
+    ]  # fmt: skip
+    (dataroot / "can_bus" / "scene-0061_pose.json").write_text(json.dumps(messages))
+    train = load_records(dataroot, VERSION, "mini_train")
+    for record in train:
+        assert record.ego_state_source == EGO_STATE_FROM_CAN_BUS
+        expected_speed = 5.0 + 1e-6 * (record.timestamp_us - start_us)
+        np.testing.assert_allclose(record.ego_state, [expected_speed, 1.0, 0.125], atol=1e-6)
+    val = load_records(dataroot, VERSION, "mini_val")
+    assert {r.ego_state_source for r in val} == {EGO_STATE_FROM_EGO_POSE}
+
+
+def test_bad_arguments_and_directories(synthetic_dataroot, tmp_path):
+    with pytest.raises(ConfigError, match="unknown split"):
+        load_records(synthetic_dataroot, VERSION, "nonsense")
+    with pytest.raises(DataError, match="mini_train / mini_val"):
+        load_records(synthetic_dataroot, VERSION, "test")
+    with pytest.raises(DataError, match="no nuScenes tables"):
+        load_records(tmp_path, VERSION, "mini_train")
