@@ -4,7 +4,8 @@
   frame at t = 0.5, 1.0, ..., 3.0 s.
 - Ego-status MLP (in the spirit of AD-MLP): a small MLP reads the ego state (speed, longitudinal
   acceleration, yaw rate) and the past trajectory (the ego positions of the previous keyframes in
-  the current ego frame) and regresses the 6 future waypoints. No sensor input. Trained by
+  the current ego frame; before the scene start the oldest known position) and regresses the 6
+  future waypoints. No sensor input. Trained by
   ``occvla train-ego-baseline`` on a training split; saved as ``model.safetensors`` plus a JSON
   config holding the architecture and the input normalisation (no pickle).
 
@@ -222,32 +223,28 @@ def train_ego_baseline(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataroot", required=True, type=Path, help="nuScenes-format dataset root")
-    parser.add_argument("--version", default="v1.0-trainval", help="nuScenes version directory")
-    parser.add_argument(
-        "--split", default="train", help="split to train on (train, mini_train, ...)"
-    )
+    from occvla_ros.data.index import add_loader_arguments
+
+    add_loader_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="directory for the checkpoint")
-    parser.add_argument("--num-past", type=int, default=4, help="past keyframes in the input")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.epochs <= 0 or args.learning_rate <= 0 or args.num_past < 0:
+    if args.epochs <= 0 or args.learning_rate <= 0:
         raise ConfigError(
-            f"--epochs and --learning-rate must be positive and --num-past >= 0: {args.epochs}, "
-            f"{args.learning_rate}, {args.num_past}"
+            f"--epochs and --learning-rate must be positive: {args.epochs}, {args.learning_rate}"
         )
     from occvla_ros.evaluation.sources import load_ego_motion
 
-    motion = load_ego_motion(args.dataroot, args.version, args.split, num_past=args.num_past)
+    motion = load_ego_motion(args)
     baseline = train_ego_baseline(
         ego_features(motion.ego_state, motion.past_trajectory),
         motion.trajectory,
         motion.trajectory_mask,
-        EgoMLPConfig(num_past=args.num_past),
+        EgoMLPConfig(num_past=motion.past_trajectory.shape[1]),
         epochs=args.epochs,
         learning_rate=args.learning_rate,
         seed=args.seed,

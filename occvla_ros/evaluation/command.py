@@ -12,8 +12,6 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from occvla_ros.errors import CheckpointError, ConfigError, DataError
 from occvla_ros.evaluation import report
 from occvla_ros.evaluation.baselines import EgoStatusBaseline, constant_velocity
@@ -26,12 +24,13 @@ FIGURE_DIR = "figures"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from occvla_ros.data.index import add_loader_arguments
+
+    add_loader_arguments(parser)  # --dataroot --version --split, label roots, index cache
+    parser.set_defaults(split="mini_val")
     parser.add_argument(
         "--checkpoint", required=True, type=Path, help="OccVLA checkpoint directory"
     )
-    parser.add_argument("--dataroot", required=True, type=Path, help="nuScenes-format dataset root")
-    parser.add_argument("--version", default="v1.0-trainval", help="nuScenes version directory")
-    parser.add_argument("--split", default="val", help="split to evaluate (val, mini_val, ...)")
     parser.add_argument("--out", required=True, type=Path, help="directory for the results")
     parser.add_argument(
         "--baseline-checkpoint",
@@ -108,11 +107,15 @@ def _figures(evaluator: Evaluator, out_dir: Path) -> dict[str, str]:
 def evaluate(args: argparse.Namespace) -> dict:
     """Run the evaluation described by parsed ``args``; returns the result dictionary."""
     _check_arguments(args)
-    import torch
     from tqdm import tqdm
 
     from occvla_ros.evaluation.samples import NuScenesContext
-    from occvla_ros.evaluation.sources import evaluation_loader, load_model, model_uses_command
+    from occvla_ros.evaluation.sources import (
+        evaluation_loader,
+        fill_past,
+        load_model,
+        model_uses_command,
+    )
 
     model = load_model(args.checkpoint, args.device)
     baseline = (
@@ -120,9 +123,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     )
     uses_command = model_uses_command(model)
     loader = evaluation_loader(args, model)
-    context = NuScenesContext(
-        args.dataroot, args.version, num_past=baseline.config.num_past if baseline else 4
-    )
+    context = NuScenesContext(args.dataroot, args.version)
     methods = [MODEL, *(["ego_mlp"] if baseline else []), "constant_velocity"]
     evaluator = Evaluator(
         methods,
@@ -139,6 +140,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             remaining = total - evaluator.count
             if remaining <= 0:
                 break
+            if batch is None:  # every sample of the batch was unreadable (logged, counted)
+                continue
             prediction = model.predict(
                 batch["pixel_values"].to(args.device),
                 batch["ego_state"].to(args.device),
@@ -154,8 +157,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                 "constant_velocity": constant_velocity(ego_state),
             }
             if baseline is not None:
-                past = np.stack([c.past_trajectory for c in contexts])
-                methods_waypoints["ego_mlp"] = baseline.predict(ego_state[:count], past)
+                past = fill_past(batch["past_trajectory"].numpy(), batch["past_mask"].numpy())
+                methods_waypoints["ego_mlp"] = baseline.predict(ego_state, past)
             for index, sample_context in enumerate(contexts):
                 occupancy = {}
                 if args.with_occupancy:
@@ -173,9 +176,10 @@ def evaluate(args: argparse.Namespace) -> dict:
                     {m: w[index] for m, w in methods_waypoints.items()},
                     **occupancy,
                 )
+            labels = batch["meta_action"][:count].numpy()
+            labelled = labels >= 0  # -1: no future keyframe, no meta-action label
             evaluator.add_meta_actions(
-                prediction.meta_action_indices[:count].cpu().numpy(),
-                torch.as_tensor(batch["meta_action"])[:count].numpy(),
+                prediction.meta_action_indices[:count].cpu().numpy()[labelled], labels[labelled]
             )
             progress.update(count)
     if evaluator.count == 0:

@@ -169,6 +169,7 @@ def convention(name: str, **overrides) -> PlanningConvention:
     if name not in PRESETS:
         raise ConfigError(f"unknown planning convention {name!r}; choose from {sorted(PRESETS)}")
     preset = PRESETS[name]
+    overrides = {k: v for k, v in overrides.items() if getattr(preset, k) != v}
     if not overrides:
         return preset
     suffix = ",".join(f"{key}={value}" for key, value in sorted(overrides.items()))

@@ -1,10 +1,10 @@
-"""What the metrics need beyond a model's input sample, read from the nuScenes tables.
+"""The obstacles of the collision metrics, read from the nuScenes tables per keyframe.
 
-For a keyframe: the LIDAR_TOP extrinsics (to express trajectories in the LiDAR-frame conventions),
-the boxes of the other agents at the next 6 keyframes in the ego and LiDAR frames of the keyframe,
-and the ego positions of the previous keyframes (the past trajectory the ego-status baseline
-reads; at the start of a scene the oldest known position is repeated, and the current position
-stands in when there is no past at all). Read with the real nuScenes devkit, imported here only.
+For a keyframe: the boxes of the other agents at the next 6 keyframes in the ego and LiDAR frames
+of the keyframe, with what the conventions select on and the keyframe records do not carry: the
+instance (is the agent annotated at the current keyframe? ST-P3/VAD and OmniDrive draw only those)
+and the visibility level. Read with the real nuScenes devkit, imported here only; tests check
+the boxes against the data loader's records.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ class SampleContext:
     lidar_from_ego: np.ndarray  # [4, 4]
     boxes_ego: FutureBoxes
     boxes_lidar: FutureBoxes
-    past_trajectory: np.ndarray  # [P, 2] ego frame of the keyframe, oldest first
 
 
 def ego_to_lidar(points: np.ndarray, lidar_from_ego: np.ndarray) -> np.ndarray:
@@ -60,7 +59,7 @@ def _frame_boxes(
 class NuScenesContext:
     """Per-keyframe evaluation context from a nuScenes-format dataset (tables loaded once)."""
 
-    def __init__(self, dataroot: str | Path, version: str, num_past: int = 4) -> None:
+    def __init__(self, dataroot: str | Path, version: str) -> None:
         dataroot = Path(dataroot)
         if not (dataroot / version).is_dir():
             raise DataError(f"no nuScenes tables at {dataroot / version}")
@@ -70,17 +69,16 @@ class NuScenesContext:
             self.nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
         except (AssertionError, KeyError, OSError, ValueError) as error:
             raise DataError(f"cannot load nuScenes {version} at {dataroot}: {error}") from error
-        self.num_past = num_past
 
     def _ego_from_global(self, sample: dict) -> np.ndarray:
         lidar = self.nusc.get("sample_data", sample["data"][LIDAR_NAME])
         pose = self.nusc.get("ego_pose", lidar["ego_pose_token"])
         return invert_transform(make_transform(pose["translation"], pose["rotation"]))
 
-    def _walk(self, sample: dict, direction: str, count: int) -> list[dict]:
+    def _future(self, sample: dict, count: int) -> list[dict]:
         found = []
-        while len(found) < count and sample[direction]:
-            sample = self.nusc.get("sample", sample[direction])
+        while len(found) < count and sample["next"]:
+            sample = self.nusc.get("sample", sample["next"])
             found.append(sample)
         return found
 
@@ -98,7 +96,7 @@ class NuScenesContext:
         current_instances = {
             self.nusc.get("sample_annotation", a)["instance_token"] for a in sample["anns"]
         }
-        future = self._walk(sample, "next", NUM_WAYPOINTS)
+        future = self._future(sample, NUM_WAYPOINTS)
         frame_exists = np.arange(NUM_WAYPOINTS) < len(future)
         annotations = [
             (step, self.nusc.get("sample_annotation", a))
@@ -131,17 +129,11 @@ class NuScenesContext:
             "fields": fields,
             "frame_exists": frame_exists,
         }
-        past = self._walk(sample, "prev", self.num_past)[::-1]  # oldest first
-        past_xy = [
-            (ego_from_global @ invert_transform(self._ego_from_global(p)))[:2, 3] for p in past
-        ]
-        padding = [past_xy[0] if past_xy else np.zeros(2)] * (self.num_past - len(past_xy))
         return SampleContext(
             token=token,
             lidar_from_ego=lidar_from_ego,
             boxes_ego=_frame_boxes(ego_from_global, **arrays),
             boxes_lidar=_frame_boxes(lidar_from_global, **arrays),
-            past_trajectory=np.array(padding + past_xy, dtype=np.float64).reshape(self.num_past, 2),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -33,3 +34,59 @@ def test_train_ego_baseline_bad_arguments_are_one_line_errors(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert cli.main([*arguments, "--out", str(tmp_path / "out"), "--epochs", "0"]) == 2
     assert "--epochs" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised tiny OccVLA saved as a checkpoint (plumbing, not quality)."""
+    import torch
+
+    from occvla_ros.model.checkpoint import save_checkpoint
+    from occvla_ros.model.configuration import OccVLAConfig
+    from occvla_ros.model.occvla import OccVLA
+
+    torch.manual_seed(0)
+    return save_checkpoint(
+        OccVLA(OccVLAConfig.from_preset("tiny")), tmp_path_factory.mktemp("tiny_ckpt")
+    )
+
+
+@pytest.mark.slow
+def test_evaluate_end_to_end_on_the_synthetic_dataset(
+    synthetic_dataroot, tiny_checkpoint, tmp_path, capsys
+):
+    loader = ["--dataroot", str(synthetic_dataroot), "--version", "v1.0-mini"]
+    loader += ["--cache-dir", str(tmp_path / "cache")]
+    baseline = tmp_path / "ego_mlp"
+    trained = [*loader, "--split", "mini_train", "--out", str(baseline), "--epochs", "5"]
+    assert cli.main(["train-ego-baseline", *trained]) == 0
+    assert (baseline / "model.safetensors").is_file()
+    out = tmp_path / "eval"
+    arguments = [*loader, "--split", "mini_val", "--checkpoint", str(tiny_checkpoint)]
+    arguments += ["--out", str(out), "--baseline-checkpoint", str(baseline)]
+    arguments += ["--max-samples", "3", "--with-occupancy", "--batch-size", "3"]
+    assert cli.main(["evaluate", *arguments]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["sample_count"] == 3 and results["split"] == "mini_val"
+    assert set(results["planning"]) == {"model", "ego_mlp", "constant_velocity"}
+    for conventions in results["planning"].values():
+        assert set(conventions) == {"stp3", "uniad", "omnidrive"}
+        assert conventions["uniad"]["sample_count"] == 3
+        assert conventions["uniad"]["table"]["l2"]["avg"] >= 0.0
+    assert results["inputs"] == {"cameras": True, "ego_status": True, "command": False}
+    assert results["occupancy"]["voxel_count"] > 0
+    assert results["meta_action"]["count"] > 0
+    markdown = (out / "report.md").read_text()
+    assert "### stp3 convention" in markdown and "Ego-status MLP" in markdown
+    for figure in ("bev_samples", "bev_worst_l2", "occupancy_confusion", "meta_action_confusion"):
+        assert (out / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
+    assert "report:" in capsys.readouterr().out
+
+
+def test_evaluate_rejects_a_corrupt_checkpoint(synthetic_dataroot, tmp_path, caplog):
+    (tmp_path / "ckpt").mkdir()
+    arguments = ["evaluate", "--dataroot", str(synthetic_dataroot), "--version", "v1.0-mini"]
+    arguments += ["--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out")]
+    with caplog.at_level(logging.ERROR):
+        assert cli.main(arguments) == 2
+    assert "incomplete" in caplog.text

@@ -16,7 +16,7 @@ from tests.evaluation import tiny_nuscenes
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_nuscenes")
     tokens = tiny_nuscenes.write(root)
-    return root, tokens, NuScenesContext(root, tiny_nuscenes.VERSION, num_past=4)
+    return root, tokens, NuScenesContext(root, tiny_nuscenes.VERSION)
 
 
 def test_future_boxes_in_ego_and_lidar_frames(tiny):
@@ -46,16 +46,11 @@ def test_future_boxes_in_ego_and_lidar_frames(tiny):
     )
 
 
-def test_scene_end_and_past_trajectory(tiny):
+def test_scene_end(tiny):
     _, tokens, context = tiny
     late = context(tokens[5])  # keyframes 6 and 7 follow: 2 future frames
     assert late.boxes_ego.frame_exists.tolist() == [True, True, False, False, False, False]
     assert set(late.boxes_ego.step.tolist()) == {0, 1}
-    # Two past keyframes exist at keyframe 2; the oldest is repeated to fill 4.
-    np.testing.assert_allclose(
-        context(tokens[2]).past_trajectory, [[-5, 0], [-5, 0], [-5, 0], [-2.5, 0]], atol=1e-9
-    )
-    np.testing.assert_allclose(context(tokens[0]).past_trajectory, np.zeros((4, 2)))
 
 
 def test_missing_dataset_and_token_are_clear_errors(tiny, tmp_path):
