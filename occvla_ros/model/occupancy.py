@@ -212,10 +212,8 @@ class OccupancyBranch(nn.Module):
         self.vqvae = OccupancyVQVAE(config.vqvae)
         weights = None if config.class_weights is None else torch.tensor(config.class_weights)
         self.register_buffer("class_weights", weights, persistent=False)  # [C] or None
-        for name in self.frozen_modules:
-            module = getattr(self, name)
-            module.requires_grad_(False)
-            module.eval()
+        self.requires_grad_(True)
+        self.train()
         logger.info(
             "occupancy branch: %d trainable parameters, %d frozen (%s)",
             sum(p.numel() for p in self.trainable_parameters()),
@@ -239,6 +237,13 @@ class OccupancyBranch(nn.Module):
         for _, parameter in self.named_trainable_parameters():
             yield parameter
 
+    def requires_grad_(self, requires_grad: bool = True) -> OccupancyBranch:
+        """Switch the trainable parts on or off; ``frozen_modules`` stay frozen either way."""
+        super().requires_grad_(requires_grad)
+        for name in self.frozen_modules:
+            getattr(self, name).requires_grad_(False)
+        return self
+
     def train(self, mode: bool = True) -> OccupancyBranch:
         super().train(mode)
         for name in self.frozen_modules:
@@ -250,8 +255,9 @@ class OccupancyBranch(nn.Module):
         if unfrozen:
             raise ConfigError(
                 f"{len(unfrozen)} parameters of the frozen VQ-VAE require grad (first: "
-                f"{unfrozen[0]}); something unfroze it (e.g. requires_grad_(True) on a parent). "
-                "OccVLA keeps the OccWorld decoder fixed: only enable trainable_parameters()."
+                f"{unfrozen[0]}); something unfroze it (e.g. requires_grad_(True) on a parent "
+                "module). OccVLA keeps the OccWorld decoder fixed: use the branch's own "
+                "requires_grad_() or enable trainable_parameters() only."
             )
 
     def forward(self, visual_hidden_states: torch.Tensor) -> torch.Tensor:

@@ -106,7 +106,10 @@ def test_gradient_reaches_the_visual_tokens_and_never_the_frozen_decoder():
 
 def test_unfreezing_the_decoder_is_refused():
     branch = _branch(_small_config())
-    branch.requires_grad_(True)  # e.g. a parent module unfreezing everything
+    branch.requires_grad_(False).requires_grad_(True)  # the branch's own switch keeps it frozen
+    assert not any(p.requires_grad for p in branch.vqvae.parameters())
+    assert all(p.requires_grad for n, p in branch.named_parameters() if not n.startswith("vqvae."))
+    torch.nn.Sequential(branch).requires_grad_(True)  # a parent unfreezing everything
     with pytest.raises(ConfigError, match=r"frozen VQ-VAE require grad \(first: vqvae\."):
         branch(torch.randn(1, 4, VISUAL_DIM))
 
