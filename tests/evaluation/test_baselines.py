@@ -79,3 +79,13 @@ def test_bad_baseline_checkpoints_are_clear_errors(tmp_path):
         baseline.predict(ego_state, past[:, :2])
     with pytest.raises(ConfigError, match="hidden sizes"):
         EgoMLPConfig(hidden_sizes=())
+
+
+def test_fill_past_repeats_the_oldest_known_position():
+    from occvla_ros.evaluation.sources import fill_past
+
+    past = np.array([[[9, 9], [9, 9], [-5, 0], [-2.5, 0]], [[1, 1], [2, 2], [3, 3], [4, 4]]], float)
+    mask = np.array([[False, False, True, True], [False, False, False, False]])
+    filled = fill_past(past, mask)
+    np.testing.assert_allclose(filled[0], [[-5, 0], [-5, 0], [-5, 0], [-2.5, 0]])
+    np.testing.assert_allclose(filled[1], 0.0)  # no past at all: the current position

@@ -59,3 +59,45 @@ def test_missing_dataset_and_token_are_clear_errors(tiny, tmp_path):
         NuScenesContext(tmp_path, "v1.0-mini")
     with pytest.raises(DataError, match="not-a-token"):
         context("not-a-token")
+
+
+def test_boxes_agree_with_the_data_loaders_records(synthetic_dataroot):
+    """The evaluation reads instance and visibility itself; its boxes must be the records' boxes."""
+    from occvla_ros.data.nuscenes_loader import load_records
+
+    records = load_records(synthetic_dataroot, "v1.0-mini", "mini_val")
+    context = NuScenesContext(synthetic_dataroot, "v1.0-mini")
+    compared = 0
+    for record in records[::3]:
+        sample = context(record.token)
+        np.testing.assert_allclose(
+            sample.lidar_from_ego @ record.lidar_to_ego, np.eye(4), atol=1e-9
+        )
+        np.testing.assert_array_equal(sample.boxes_ego.frame_exists, record.agents.frame_exists[1:])
+        future = record.agents.step >= 1
+        order = np.lexsort(
+            (
+                record.agents.center_ego[future, 1],
+                record.agents.center_ego[future, 0],
+                record.agents.step[future],
+            )
+        )
+        mine = np.lexsort(
+            (sample.boxes_ego.center[:, 1], sample.boxes_ego.center[:, 0], sample.boxes_ego.step)
+        )
+        np.testing.assert_array_equal(
+            sample.boxes_ego.step[mine] + 1, record.agents.step[future][order]
+        )
+        for frame, centre, yaw in (
+            ("ego", record.agents.center_ego, record.agents.yaw_ego),
+            ("lidar", record.agents.center_lidar, record.agents.yaw_lidar),
+        ):
+            boxes = sample.boxes_ego if frame == "ego" else sample.boxes_lidar
+            np.testing.assert_allclose(boxes.center[mine], centre[future][order][:, :2], atol=1e-6)
+            difference = np.angle(np.exp(1j * (boxes.yaw[mine] - yaw[future][order])))
+            np.testing.assert_allclose(difference, 0.0, atol=1e-6)
+        np.testing.assert_allclose(
+            sample.boxes_ego.size[mine], record.agents.size[future][order][:, :2]
+        )
+        compared += len(mine)
+    assert compared > 50
