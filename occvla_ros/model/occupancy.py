@@ -335,9 +335,11 @@ class OccupancyBranch(nn.Module):
                     f"{None if camera_mask is None else list(camera_mask.shape)}"
                 )
             valid = camera_mask.reshape(-1).bool()  # [N]
-        flat_logits = logits.reshape(-1, num_classes)  # [N, C], a view
+        # [N, C]: a view of fp32 logits; bf16/fp16 ones are upcast, since sums and the Lovasz
+        # cumulative counts over 640k voxels per sample are not representable in 8 mantissa bits.
+        flat_logits = logits.reshape(-1, num_classes).float()
         labels = occupancy.reshape(-1).long()  # [N]
-        total = logits.new_zeros(())
+        total = flat_logits.new_zeros(())
         terms: dict[str, float] = {}
         if self.config.ce_weight > 0:
             cross_entropy = masked_cross_entropy(flat_logits, labels, valid, self.class_weights)

@@ -145,6 +145,17 @@ def test_loss_rejects_labels_outside_the_classes():
         branch.loss(torch.zeros(*labels.shape, NUM_OCC_CLASSES), labels)
 
 
+def test_loss_of_bf16_logits_is_computed_in_fp32():
+    branch = _branch(_small_config(lovasz_weight=1.0, use_camera_mask=False))
+    labels = _labels()
+    logits = torch.randn(*labels.shape, NUM_OCC_CLASSES).to(torch.bfloat16)
+    loss, terms = branch.loss(logits, labels)
+    reference, reference_terms = branch.loss(logits.float(), labels)
+    assert torch.equal(loss, reference)
+    assert loss.dtype == torch.float32
+    assert terms == pytest.approx(reference_terms, rel=1e-6)
+
+
 def test_masked_cross_entropy_with_nothing_visible_is_zero_not_nan():
     logits = torch.randn(50, 4, requires_grad=True)
     loss = masked_cross_entropy(logits, torch.zeros(50, dtype=torch.long), torch.zeros(50).bool())
