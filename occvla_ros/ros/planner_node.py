@@ -1,0 +1,446 @@
+"""planner_node: six cameras + odometry -> trajectory, meta-action, occupancy, diagnostics.
+
+Startup follows a configure-then-run flow: the node comes up, validates its parameters and loads
+the checkpoint; any failure (missing/mismatched checkpoint, bad parameter, unavailable device) is
+logged as one clear line, published as an ERROR on /diagnostics for ``startup_error_linger_s``
+(so monitors see it), and the process exits with status 1. A plain node (not a managed lifecycle
+node) keeps the process launcher and ``ros2 launch`` identical; the exit status is the signal.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry, Path
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header, String
+
+from occvla_ros.constants import CAMERA_NAMES
+from occvla_ros.errors import OccvlaError
+from occvla_ros.ros.conversions import (
+    compressed_to_frame,
+    image_to_frame,
+    ns_to_stamp,
+    occupancy_cloud,
+    odometry_to_sample,
+    path_message,
+    stamp_to_ns,
+)
+from occvla_ros.ros.diagnostics import IssueBoard, Percentiles, RateMeter, status_message
+from occvla_ros.ros.parameters import (
+    PLANNER_PARAMETERS,
+    camera_topic_parameter,
+    validate_planner_parameter,
+)
+from occvla_ros.runtime.ego import EgoStateEstimator
+from occvla_ros.runtime.planner import (
+    NUSCENES_HFOV_DEG,
+    CameraFrame,
+    Planner,
+    horizontal_fov_deg,
+    occupancy_points,
+)
+from occvla_ros.runtime.sync import ApproximateTimeSynchronizer, SyncedSet
+
+WARN, ERROR = 1, 2
+
+
+@dataclass
+class _Pending:
+    synced: SyncedSet
+    completed_at: float  # monotonic time the set was completed (end-to-end latency start)
+
+
+class PlannerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("occvla_planner")
+        for name, (default, description, read_only) in PLANNER_PARAMETERS.items():
+            self.declare_parameter(
+                name, default, ParameterDescriptor(description=description, read_only=read_only)
+            )
+        self.params = {name: self.get_parameter(name).value for name in PLANNER_PARAMETERS}
+        self.issues = IssueBoard()
+        self.planner: Planner | None = None
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.camera_rates = {name: RateMeter() for name in CAMERA_NAMES}
+        self.odometry_rate = RateMeter()
+        self.inference_ms, self.latency_ms = Percentiles(), Percentiles()
+        self.counts = {"sets": 0, "dropped_sets": 0, "plans": 0, "degraded_plans": 0}
+        self.counts |= {"bad_images": 0, "bad_odometry": 0, "no_odometry": 0, "failed_plans": 0}
+
+    # ---- configure -----------------------------------------------------------------------
+    def configure(self) -> None:
+        """Validate parameters, load the model, create the ROS interfaces (OccvlaError on bad)."""
+        from occvla_ros.errors import ConfigError
+
+        problems = [p for n, v in self.params.items() if (p := validate_planner_parameter(n, v))]
+        if problems:
+            raise ConfigError("invalid parameters: " + "; ".join(problems))
+        p = self.params
+        if not p["checkpoint"]:
+            raise ConfigError("parameter 'checkpoint' is empty: set it to a checkpoint directory")
+        self.planner = Planner(
+            p["checkpoint"], preset=p["preset"], device=p["device"], dtype=p["dtype"]
+        )
+        self.sync = ApproximateTimeSynchronizer(
+            CAMERA_NAMES,
+            slop_ns=int(p["sync_slop_s"] * 1e9),
+            queue_size=p["sync_queue_size"],
+            reset_ns=int(p["loop_reset_s"] * 1e9),
+        )
+        self.ego = EgoStateEstimator(tolerance_ns=int(p["odometry_tolerance_s"] * 1e9))
+        self.command: str | None = None
+        self.last_arrival: dict[str, float] = {}
+        self.stale: set[str] = set()
+        self.fov_checked: set[str] = set()
+        self.fov_warning: str | None = None
+        self.command_notice_given = False
+        self._pending: _Pending | None = None
+        self._pending_ready = threading.Condition()
+        self._stopping = False
+        self._create_interfaces()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._worker = threading.Thread(target=self._work, name="occvla_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: {self.planner.config.preset} on {self.planner.device} "
+            f"({str(self.planner.dtype).removeprefix('torch.')}), "
+            f"{p['image_transport']} cameras, trajectory in {self._trajectory_frame_text()}"
+        )
+
+    def _create_interfaces(self) -> None:
+        p = self.params
+        # Inputs share the synchroniser and ego history, so they run one at a time (a mutually
+        # exclusive group: no locks needed); diagnostics and QoS events run in their own group so a
+        # busy input stream never delays the health report. Inference runs on its own thread.
+        inputs = MutuallyExclusiveCallbackGroup()
+        housekeeping = MutuallyExclusiveCallbackGroup()
+        sub_events = SubscriptionEventCallbacks(incompatible_qos=self._incompatible_subscription)
+        pub_events = PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher)
+        compressed = p["image_transport"] == "compressed"
+        for name in CAMERA_NAMES:
+            self.create_subscription(
+                CompressedImage if compressed else Image,
+                self.get_parameter(camera_topic_parameter(name, "topic")).value,
+                lambda message, name=name: self._on_image(name, message),
+                qos_profile_sensor_data,
+                callback_group=inputs,
+                event_callbacks=sub_events,
+            )
+            self.create_subscription(
+                CameraInfo,
+                self.get_parameter(camera_topic_parameter(name, "info_topic")).value,
+                lambda message, name=name: self._on_camera_info(name, message),
+                qos_profile_sensor_data,
+                callback_group=housekeeping,
+                event_callbacks=sub_events,
+            )
+        self.create_subscription(
+            Odometry, p["odometry_topic"], self._on_odometry, qos_profile_sensor_data,
+            callback_group=inputs, event_callbacks=sub_events,
+        )  # fmt: skip
+        self.create_subscription(
+            String, p["command_topic"], self._on_command, 10,
+            callback_group=inputs, event_callbacks=sub_events,
+        )  # fmt: skip
+        self.trajectory_publisher = self.create_publisher(
+            Path, "~/trajectory", 10, event_callbacks=pub_events
+        )
+        self.meta_action_publisher = self.create_publisher(
+            String, "~/meta_action", 10, event_callbacks=pub_events
+        )
+        self.occupancy_publisher = self.create_publisher(
+            PointCloud2, "~/occupancy", 2, event_callbacks=pub_events
+        )
+        self.create_timer(0.25, self._check_inputs, callback_group=housekeeping)
+
+    def start_diagnostics(self) -> None:
+        self.create_timer(
+            self.params["diagnostics_period_s"],
+            self.publish_diagnostics,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
+
+    # ---- inputs --------------------------------------------------------------------------
+    def _bad_input(self, key: str, message: str, counter: str) -> None:
+        self.counts[counter] += 1
+        if self.issues.report(key, message, WARN):
+            self.get_logger().warning(message)
+
+    def _on_image(self, name: str, message) -> None:
+        self.camera_rates[name].tick()
+        self.last_arrival[name] = self._now_s()
+        try:
+            frame = (
+                compressed_to_frame(message)
+                if isinstance(message, CompressedImage)
+                else image_to_frame(message)
+            )
+            if frame.encoding == "jpeg" and not frame.data.startswith(b"\xff\xd8"):
+                raise OccvlaError("not JPEG data (no start-of-image marker)")
+        except OccvlaError as error:
+            self._bad_input(f"image:{name}", f"bad image on {name}: {error}", "bad_images")
+            return
+        synced, was_reset = self.sync.add(name, stamp_to_ns(message.header.stamp), frame)
+        if was_reset:
+            self.ego.clear()
+            text = f"camera stamps went backwards on {name} (bag loop?): synchroniser reset"
+            if self.issues.report("loop", text, WARN):
+                self.get_logger().warning(text)
+        if synced is not None:
+            self.counts["sets"] += 1
+            self._submit(_Pending(synced, time.monotonic()))
+
+    def _on_camera_info(self, name: str, message: CameraInfo) -> None:
+        if name in self.fov_checked or message.width == 0 or message.k[0] <= 0:
+            return
+        self.fov_checked.add(name)
+        fov = horizontal_fov_deg(message.k[0], message.width)
+        expected = NUSCENES_HFOV_DEG[name]
+        if abs(fov - expected) > self.params["fov_tolerance_deg"]:
+            text = (
+                f"{name}: horizontal field of view {fov:.1f} deg differs from the training rig's "
+                f"{expected:.1f} deg by more than {self.params['fov_tolerance_deg']} deg: "
+                "expect degraded plans"
+            )
+            self.get_logger().warning(text)
+            self.fov_warning = text
+
+    def _on_odometry(self, message: Odometry) -> None:
+        self.odometry_rate.tick()
+        self.last_arrival["odometry"] = self._now_s()
+        try:
+            self.ego.add(odometry_to_sample(message))
+        except OccvlaError as error:
+            self._bad_input("odometry", f"bad odometry: {error}", "bad_odometry")
+
+    def _on_command(self, message: String) -> None:
+        self.command = message.data.strip() or None
+        if self.command and not self.planner.uses_command and not self.command_notice_given:
+            self.command_notice_given = True
+            self.get_logger().info(
+                "navigation commands are ignored: this checkpoint was trained without them"
+            )
+
+    def _check_inputs(self) -> None:
+        """Silent inputs -> warnings; stale cameras -> the missing-camera policy."""
+        now = self._now_s()
+        timeout = self.params["camera_timeout_s"]
+        stale = {
+            name
+            for name in CAMERA_NAMES
+            if name in self.last_arrival and now - self.last_arrival[name] > timeout
+        }
+        if self.last_arrival and len(stale) < len(CAMERA_NAMES):
+            stale |= {name for name in CAMERA_NAMES if name not in self.last_arrival}
+        if stale != self.stale:
+            if stale:
+                self.get_logger().warning(
+                    f"camera(s) silent for more than {timeout} s: {sorted(stale)} "
+                    f"(policy: {self.params['missing_camera_policy']})"
+                )
+            self.stale = stale
+            live = [name for name in CAMERA_NAMES if name not in stale]
+            blank = self.params["missing_camera_policy"] == "blank"
+            self.sync.set_required(live if blank and live else CAMERA_NAMES)
+        if stale:
+            self.issues.report("stale", f"stale camera(s): {', '.join(sorted(stale))}", WARN)
+        odometry_at = self.last_arrival.get("odometry")
+        if odometry_at is not None and now - odometry_at > self.params["odometry_timeout_s"]:
+            text = f"odometry silent for more than {self.params['odometry_timeout_s']} s"
+            if self.issues.report("odometry_silent", text, WARN):
+                self.get_logger().warning(text)
+        if self.fov_warning:
+            self.issues.report("fov", self.fov_warning, WARN)
+
+    def _incompatible_subscription(self, event) -> None:
+        self._qos_issue(f"a publisher's QoS is incompatible with a subscription ({event})")
+
+    def _incompatible_publisher(self, event) -> None:
+        self._qos_issue(f"a subscriber's QoS is incompatible with an output ({event})")
+
+    def _qos_issue(self, text: str) -> None:
+        self.issues.report("qos", "QoS mismatch: " + text, WARN)
+        self.get_logger().warning("QoS mismatch: " + text)
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        for parameter in parameters:
+            problem = validate_planner_parameter(parameter.name, parameter.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        for parameter in parameters:
+            self.params[parameter.name] = parameter.value
+            if parameter.name == "sync_slop_s":
+                self.sync.slop_ns = int(parameter.value * 1e9)
+        self.stale = {"<re-evaluate>"}
+        return SetParametersResult(successful=True)
+
+    # ---- inference thread ----------------------------------------------------------------
+    def _submit(self, pending: _Pending) -> None:
+        with self._pending_ready:
+            if self._pending is not None:
+                self.counts["dropped_sets"] += 1  # inference is slower than input: keep newest
+            self._pending = pending
+            self._pending_ready.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._pending_ready:
+                while self._pending is None and not self._stopping:
+                    self._pending_ready.wait()
+                if self._stopping:
+                    return
+                pending, self._pending = self._pending, None
+            try:
+                self._plan_and_publish(pending)
+            except OccvlaError as error:
+                self._bad_input("plan", f"planning failed: {error}", "failed_plans")
+
+    def _plan_and_publish(self, pending: _Pending) -> None:
+        synced = pending.synced
+        ego = self.ego.state_at(synced.stamp_ns)
+        if ego is None:
+            self._bad_input(
+                "no_odometry",
+                f"no valid odometry within {self.params['odometry_tolerance_s']} s of the camera "
+                f"set at {synced.stamp_ns * 1e-9:.3f} s: set skipped",
+                "no_odometry",
+            )
+            return
+        missing = [name for name in CAMERA_NAMES if name not in synced.items]
+        size = self.planner.image_size
+        frames = {
+            name: synced.items.get(name, CameraFrame(np.zeros((size, size, 3), np.uint8), "rgb8"))
+            for name in CAMERA_NAMES
+        }
+        with_occupancy = (
+            self.params["publish_occupancy"]
+            and self.planner.has_occupancy
+            and self.occupancy_publisher.get_subscription_count() > 0
+        )
+        plan = self.planner.plan(
+            frames, ego.as_array(), command=self.command, with_occupancy=with_occupancy
+        )
+        odometry_frame = self.params["trajectory_frame"] == "odometry"
+        header = Header(
+            stamp=ns_to_stamp(synced.stamp_ns),
+            frame_id=ego.odometry.frame_id if odometry_frame else self.params["base_frame"],
+        )
+        self.trajectory_publisher.publish(
+            path_message(plan.waypoints, header, ego.odometry if odometry_frame else None)
+        )
+        self.meta_action_publisher.publish(String(data=plan.meta_action.text))
+        if plan.occupancy is not None:
+            points, classes = occupancy_points(plan.occupancy)
+            cloud_header = Header(stamp=header.stamp, frame_id=self.params["base_frame"])
+            self.occupancy_publisher.publish(occupancy_cloud(points, classes, cloud_header))
+        self.counts["plans"] += 1
+        if missing:
+            self.counts["degraded_plans"] += 1
+            self.issues.report(
+                "degraded", f"degraded output: blank view for {', '.join(missing)}", WARN
+            )
+        self.inference_ms.add(plan.timings.total_ms)
+        self.latency_ms.add((time.monotonic() - pending.completed_at) * 1e3)
+
+    # ---- diagnostics ---------------------------------------------------------------------
+    def publish_diagnostics(self, startup_error: str | None = None) -> None:
+        issues = self.issues.active()
+        values: dict[str, object] = {"checkpoint": self.params["checkpoint"]}
+        if startup_error:
+            issues.append((ERROR, startup_error))
+        if self.planner is not None:
+            values |= {
+                "preset": self.planner.config.preset,
+                "device": str(self.planner.device),
+                "dtype": str(self.planner.dtype).removeprefix("torch."),
+                **{f"rate {name} (Hz)": f"{m.rate():.1f}" for name, m in self.camera_rates.items()},
+                "rate odometry (Hz)": f"{self.odometry_rate.rate():.1f}",
+                **self.counts,
+                "sync late": self.sync.counters.late,
+                "sync resets": self.sync.counters.resets,
+                "inference ms": self.inference_ms.summary(),
+                "end-to-end ms": self.latency_ms.summary(),
+                "missing camera policy": self.params["missing_camera_policy"],
+            }
+        status = status_message(
+            f"{self.get_name()}: planner",
+            str(self.planner.device) if self.planner else "none",
+            issues,
+            values,
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_publisher.publish(array)
+
+    def _trajectory_frame_text(self) -> str:
+        if self.params["trajectory_frame"] == "odometry":
+            return "the odometry frame"
+        return self.params["base_frame"]
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def stop(self) -> None:
+        if self.planner is None:
+            return
+        with self._pending_ready:
+            self._stopping = True
+            self._pending_ready.notify()
+        self._worker.join(timeout=10.0)
+
+
+def _linger_with_error(node: PlannerNode, text: str) -> None:
+    """Keep reporting the startup error on /diagnostics for a while, so monitors see it."""
+    deadline = time.monotonic() + node.params["startup_error_linger_s"]
+    while time.monotonic() < deadline and rclpy.ok():
+        node.publish_diagnostics(startup_error=text)
+        rclpy.spin_once(node, timeout_sec=0.25)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = None
+    status = 0
+    try:
+        try:
+            node = PlannerNode()
+        except ParameterException as error:  # a parameter of the wrong type in the YAML / -p
+            rclpy.logging.get_logger("occvla_planner").error(f"startup failed: {error}")
+            return 2
+        try:
+            node.configure()
+        except OccvlaError as error:
+            text = f"startup failed: {error}"
+            node.get_logger().error(text)
+            _linger_with_error(node, text)
+            return 1
+        node.start_diagnostics()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The Planner: camera frames + ego state -> meta-action, waypoints (+ occupancy), no ROS.
+
+Device/dtype: ``device="auto"`` picks CUDA with bfloat16 when a GPU is present, else CPU with
+float32 (CPU bf16 matmuls are slower than fp32 on most CPUs). An explicit ``"cpu"`` or
+``"cuda:N"`` is honoured, with a ConfigError when that device does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from occvla_ros.constants import (
+    CAMERA_NAMES,
+    FREE_CLASS,
+    NUM_CAMERAS,
+    OCC_RANGE_MIN,
+    OCC_VOXEL_SIZE,
+)
+from occvla_ros.data.images import (
+    FRAME_ENCODINGS,
+    frame_to_rgb,
+    jpeg_size,
+    normalize,
+    reduction_factor,
+)
+from occvla_ros.errors import ConfigError, DataError
+from occvla_ros.meta_action import MetaAction
+
+logger = logging.getLogger(__name__)
+
+JPEG = "jpeg"
+ENCODINGS = (*FRAME_ENCODINGS, JPEG)
+DTYPES = {
+    "auto": None,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+_REDUCED_BGR = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                2: cv2.IMREAD_REDUCED_COLOR_2, 1: cv2.IMREAD_COLOR}  # fmt: skip
+
+# Horizontal field of view of the nuScenes rig the checkpoints are trained on (fx ~1260 px for
+# five cameras and ~809 px for CAM_BACK, at 1600 px width).
+NUSCENES_HFOV_DEG = {name: 64.5 for name in CAMERA_NAMES} | {"CAM_BACK": 89.3}
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """One camera image: a decoded uint8 array (rgb8/bgr8/mono8) or JPEG bytes (``"jpeg"``)."""
+
+    data: np.ndarray | bytes
+    encoding: str
+
+
+@dataclass(frozen=True)
+class PlanTimings:
+    preprocess_ms: float
+    inference_ms: float
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    meta_action: MetaAction
+    waypoints: np.ndarray  # float32 [6, 2], ego frame (x forward, y left), metres
+    occupancy: np.ndarray | None  # uint8 [200, 200, 16] Occ3D classes, when asked
+    timings: PlanTimings
+
+
+def select_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; expected one of {tuple(DTYPES)}")
+    if device == "auto":
+        chosen = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            chosen = torch.device(device)
+        except RuntimeError as error:
+            raise ConfigError(f"invalid device {device!r}: expected auto, cpu or cuda:N") from error
+        if chosen.type not in ("cpu", "cuda"):
+            raise ConfigError(f"unsupported device {device!r}: expected auto, cpu or cuda:N")
+        if chosen.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if (chosen.index or 0) >= count:
+                raise ConfigError(f"device {device!r} requested but {count} CUDA device(s) exist")
+    if DTYPES[dtype] is not None:
+        return chosen, DTYPES[dtype]
+    return chosen, torch.bfloat16 if chosen.type == "cuda" else torch.float32
+
+
+def decode_jpeg(data: bytes, size: int, name: str = "<bytes>") -> np.ndarray:
+    """BGR uint8 of JPEG bytes, decoded at the strongest reduction keeping both sides >= size."""
+    width, height = jpeg_size(data, name)
+    flag = _REDUCED_BGR[reduction_factor(width, height, size)]
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+    if image is None:
+        raise DataError(f"image {name} could not be decoded (corrupt JPEG data)")
+    return image
+
+
+def frame_to_model_rgb(frame: CameraFrame, size: int, name: str) -> np.ndarray:
+    """RGB uint8 [size, size, 3]; DataError naming the camera on bad data."""
+    if frame.encoding not in ENCODINGS:
+        raise DataError(f"{name}: unsupported encoding {frame.encoding!r}; expected {ENCODINGS}")
+    try:
+        if frame.encoding == JPEG:
+            return frame_to_rgb(decode_jpeg(bytes(frame.data), size, name), "bgr8", size)
+        return frame_to_rgb(frame.data, frame.encoding, size)
+    except DataError as error:
+        raise DataError(f"{name}: {error}") from error
+
+
+def occupancy_points(occupancy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Occupied voxel centres float32 [N, 3] (ego frame) and their classes uint8 [N]."""
+    indices = np.argwhere(occupancy != FREE_CLASS)  # [N, 3]
+    centres = np.asarray(OCC_RANGE_MIN, np.float32) + OCC_VOXEL_SIZE * (indices + 0.5)
+    classes = occupancy[indices[:, 0], indices[:, 1], indices[:, 2]].astype(np.uint8)
+    return centres.astype(np.float32), classes
+
+
+def horizontal_fov_deg(fx: float, width: int) -> float:
+    return math.degrees(2.0 * math.atan2(width / 2.0, fx))
+
+
+class Planner:
+    """Wraps a loaded OccVLA checkpoint. Not thread-safe: call ``plan`` from one thread."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        preset: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        warmup: bool = True,
+    ) -> None:
+        from occvla_ros.model.checkpoint import load_checkpoint
+
+        self.device, self.dtype = select_device(device, dtype)
+        self.model = load_checkpoint(
+            checkpoint, device=self.device, dtype=self.dtype, expected_preset=preset or None
+        )
+        self.config = self.model.config
+        self.image_size = self.config.image_size
+        self.checkpoint = Path(checkpoint)
+        self.uses_command = self.config.prompt.use_command
+        logger.info(
+            "planner: %s model from %s on %s (%s)",
+            self.config.preset,
+            checkpoint,
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+        )
+        if warmup:
+            blank = CameraFrame(np.zeros((self.image_size, self.image_size, 3), np.uint8), "rgb8")
+            self.plan([blank] * NUM_CAMERAS, (0.0, 0.0, 0.0))
+
+    @property
+    def has_occupancy(self) -> bool:
+        return self.model.occupancy is not None
+
+    def preprocess(
+        self, frames: Sequence[CameraFrame], camera_order: Sequence[str] = CAMERA_NAMES
+    ) -> torch.Tensor:
+        """float32 [1, 6, 3, S, S] in the model's camera order."""
+        if len(frames) != NUM_CAMERAS or sorted(camera_order) != sorted(CAMERA_NAMES):
+            raise DataError(
+                f"expected {NUM_CAMERAS} frames for cameras {CAMERA_NAMES}, got {len(frames)} "
+                f"frames for {list(camera_order)}"
+            )
+        by_name = dict(zip(camera_order, frames, strict=True))
+        rgb = [frame_to_model_rgb(by_name[name], self.image_size, name) for name in CAMERA_NAMES]
+        return normalize(rgb).unsqueeze(0)  # [1, 6, 3, S, S]
+
+    def plan(
+        self,
+        frames: Sequence[CameraFrame] | Mapping[str, CameraFrame],
+        ego_state: Sequence[float],
+        *,
+        camera_order: Sequence[str] = CAMERA_NAMES,
+        command: str | None = None,
+        with_occupancy: bool = False,
+    ) -> Plan:
+        """Frames in ``camera_order`` (or name -> frame); ego = (speed, accel, yaw rate)."""
+        start = time.perf_counter()
+        if isinstance(frames, Mapping):
+            camera_order, frames = list(frames), list(frames.values())
+        ego = np.asarray(ego_state, dtype=np.float64)
+        if ego.shape != (3,) or not np.isfinite(ego).all():
+            raise DataError(
+                f"ego state must be 3 finite numbers (speed, acceleration, yaw rate), "
+                f"got {ego_state}"
+            )
+        if with_occupancy and not self.has_occupancy:
+            raise ConfigError(f"checkpoint {self.checkpoint} has no occupancy branch")
+        pixel_values = self.preprocess(frames, camera_order).to(self.device, self.dtype)
+        ego_tensor = torch.from_numpy(ego).to(self.device, self.dtype).unsqueeze(0)  # [1, 3]
+        preprocessed = time.perf_counter()
+        commands = [command] if (command and self.uses_command) else None
+        prediction = self.model.predict(
+            pixel_values, ego_tensor, commands=commands, with_occupancy=with_occupancy
+        )
+        waypoints = prediction.waypoints[0].float().cpu().numpy()  # [6, 2]
+        occupancy = None
+        if prediction.occupancy is not None:
+            occupancy = prediction.occupancy[0].cpu().numpy()  # [200, 200, 16]
+        done = time.perf_counter()
+        if not np.isfinite(waypoints).all():
+            raise DataError("the model produced non-finite waypoints (degraded checkpoint?)")
+        return Plan(
+            meta_action=prediction.meta_actions[0],
+            waypoints=waypoints,
+            occupancy=occupancy,
+            timings=PlanTimings(
+                preprocess_ms=(preprocessed - start) * 1e3,
+                inference_ms=(done - preprocessed) * 1e3,
+                total_ms=(done - start) * 1e3,
+            ),
+        )
