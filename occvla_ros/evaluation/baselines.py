@@ -32,6 +32,7 @@ EGO_STATE_SIZE = 3
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 BASELINE_KIND = "ego-status-mlp"
+MIN_FEATURE_STD = 0.1  # m, m/s, m/s^2 or rad/s
 
 
 def constant_velocity(ego_state: np.ndarray) -> np.ndarray:
@@ -191,7 +192,9 @@ def train_ego_baseline(
         raise ConfigError("no training samples for the ego baseline")
     features = np.asarray(features, dtype=np.float32)
     mean = features.mean(axis=0)
-    std = np.maximum(features.std(axis=0), 1e-3)
+    # A feature (nearly) constant in training, e.g. the yaw rate on straight roads, must not turn
+    # small test-time changes into huge normalised inputs: floor its scale at MIN_FEATURE_STD.
+    std = np.maximum(features.std(axis=0), MIN_FEATURE_STD)
     config = dataclasses.replace(
         config, feature_mean=tuple(mean.tolist()), feature_std=tuple(std.tolist())
     )

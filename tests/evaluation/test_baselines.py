@@ -89,3 +89,14 @@ def test_fill_past_repeats_the_oldest_known_position():
     filled = fill_past(past, mask)
     np.testing.assert_allclose(filled[0], [[-5, 0], [-5, 0], [-5, 0], [-2.5, 0]])
     np.testing.assert_allclose(filled[1], 0.0)  # no past at all: the current position
+
+
+def test_a_feature_constant_in_training_does_not_blow_up_at_test_time():
+    ego_state, past, targets = synthetic_motion(64, seed=3)  # yaw rate exactly 0 throughout
+    baseline = train_ego_baseline(
+        ego_features(ego_state, past), targets, np.ones((64, 6)), EgoMLPConfig(), epochs=20
+    )
+    turning = ego_state.copy()
+    turning[:, 2] = 0.05  # a gentle turn never seen in training
+    shift = np.abs(baseline.predict(turning, past) - baseline.predict(ego_state, past)).max()
+    assert shift < 5.0
