@@ -39,27 +39,26 @@ class LidarScanner:
         )
         self.azimuth_step = 2 * math.pi / lidar.azimuth_steps
 
-    def grid_span(self, corners: np.ndarray) -> tuple[slice, slice] | None:
-        """Rays that can reach a box with ``corners`` [8, 3] (ego frame)."""
-        offset = corners - self.origin
-        distance = np.linalg.norm(offset, axis=1)
-        if distance.min() > self.max_range:
-            return None
-        elevation = np.arcsin(np.clip(offset[:, 2] / np.maximum(distance, 1e-6), -1, 1))
+    def spans(self, corners: np.ndarray) -> np.ndarray:
+        """Ray blocks [M, 4] (row0, row1, col0, col1) that boxes' corners [M, 8, 3] span."""
+        offset = corners - self.origin  # [M, 8, 3]
+        distance = np.linalg.norm(offset, axis=-1)
+        elevation = np.arcsin(np.clip(offset[..., 2] / np.maximum(distance, 1e-6), -1, 1))
         beams = self.lidar.elevations_rad
-        rows = np.nonzero((beams >= elevation.min() - 0.03) & (beams <= elevation.max() + 0.03))[0]
-        if len(rows) == 0:
-            return None
-        rows = slice(int(rows[0]), int(rows[-1]) + 1)
-        azimuth = np.arctan2(offset[:, 1], offset[:, 0])
-        centre = math.atan2(offset[:, 1].mean(), offset[:, 0].mean())
-        relative = (azimuth - centre + math.pi) % (2 * math.pi) - math.pi
-        low, high = centre + relative.min(), centre + relative.max()
-        if high - low > math.pi or low < -math.pi or high >= math.pi:
-            return rows, slice(None)
-        first = int((low + math.pi) / self.azimuth_step)
-        last = int((high + math.pi) / self.azimuth_step) + 2
-        return rows, slice(first, min(last, len(self.azimuths)))
+        row0 = np.searchsorted(beams, elevation.min(1) - 0.03)
+        row1 = np.searchsorted(beams, elevation.max(1) + 0.03, side="right")
+        azimuth = np.arctan2(offset[..., 1], offset[..., 0])
+        centre = np.arctan2(offset[..., 1].mean(1), offset[..., 0].mean(1))
+        relative = (azimuth - centre[:, None] + math.pi) % (2 * math.pi) - math.pi
+        low = centre + relative.min(1)
+        high = centre + relative.max(1)
+        col0 = np.floor((low + math.pi) / self.azimuth_step).astype(np.int64)
+        col1 = np.floor((high + math.pi) / self.azimuth_step).astype(np.int64) + 2
+        full = (high - low > math.pi) | (low < -math.pi) | (high >= math.pi)
+        col0[full], col1[full] = 0, len(self.azimuths)
+        spans = np.stack([row0, row1, col0, np.minimum(col1, len(self.azimuths))], axis=1)
+        spans[distance.min(1) > self.max_range] = 0
+        return spans
 
     def scan(
         self, boxes_ego: BoxSet, ground_class, rng: np.random.Generator
@@ -70,7 +69,7 @@ class LidarScanner:
         ``ground_class(points_ego [N, 2]) -> [N]`` gives the ground's Occ3D class under a point.
         """
         box_distance, box_index = cast_boxes(
-            self.origin, self.directions, boxes_ego, self.grid_span
+            self.origin, self.directions, boxes_ego, self.spans(boxes_ego.corners())
         )
         ground_distance = cast_ground(self.origin, self.directions)
         distance = np.minimum(box_distance, ground_distance)

@@ -25,6 +25,7 @@ class StopRule:
 
     s_line: float
     dwell_s: float
+    brake_decel: float = 1.3  # m/s^2: braking starts when this much deceleration is needed
 
 
 @dataclass
@@ -85,28 +86,35 @@ def drive(
         if leader is not None:
             leader_gap = leader.s[k] - leader.half_length - position - front_overhang
             gaps.append((leader_gap, _leader_speed(leader, k, dt)))
+        # Stop targets: distances [m] to where the front must come to rest.
+        targets: list[tuple[float, float]] = []  # (distance, braking deceleration)
         for index, rule in enumerate(stops):
             if index in released:
                 continue
-            gap = rule.s_line - position - front_overhang + MIN_GAP_M - 0.5
-            if gap < -1.0:
+            to_line = rule.s_line - position - front_overhang
+            if to_line < -1.0:
                 released.add(index)  # passed it (started beyond it)
                 continue
-            if speed < 0.05 and gap < MIN_GAP_M + 1.0:
+            if speed < 0.05 and to_line < 1.0:
                 started = hold_started.setdefault(index, float(times[k]))
                 if times[k] - started >= rule.dwell_s:
                     released.add(index)
                     holds.append((started, float(times[k]), index))
                     continue
-            gaps.append((gap, 0.0))
+            targets.append((to_line, rule.brake_decel))
         idm = MAX_ACCEL * (1.0 - (speed / desired) ** 4)
         for gap, obstacle_speed in gaps:
+            if obstacle_speed < 0.3:  # a standing leader is a stop target MIN_GAP_M behind it
+                targets.append((gap - MIN_GAP_M, COMFORT_DECEL))
+                continue
             closing = speed - obstacle_speed
             wanted = MIN_GAP_M + max(
                 0.0,
                 speed * HEADWAY_S + speed * closing / (2 * np.sqrt(MAX_ACCEL * COMFORT_DECEL)),
             )
             idm -= MAX_ACCEL * (wanted / max(gap, 0.1)) ** 2
+        for distance, brake_decel in targets:
+            idm = min(idm, _stopping_accel(speed, distance, brake_decel))
         target = float(np.clip(idm, -MAX_DECEL, MAX_ACCEL))
         if target > accel - 2.5:  # jerk-limited unless an emergency stop is needed
             target = float(np.clip(target, accel - MAX_JERK * dt, accel + MAX_JERK * dt))
@@ -121,6 +129,23 @@ def drive(
         if index not in released:
             holds.append((started, float(times[-1]), index))
     return Drive(s, v, a, holds)
+
+
+def _stopping_accel(speed: float, distance: float, brake_decel: float) -> float:
+    """Acceleration that brings the car to rest ``distance`` metres ahead: IDM's own approach
+    to a standing obstacle creeps for seconds, a real driver brakes at a steady rate.
+
+    Braking starts once the constant deceleration needed reaches ``brake_decel``; a car
+    standing short of the target creeps up to it.
+    """
+    if distance <= 0.2:
+        return -MAX_DECEL if speed > 0.0 else 0.0
+    needed = speed * speed / (2.0 * distance)
+    if needed >= brake_decel:
+        return -needed
+    if speed < 1.0 and distance > 1.0:
+        return MAX_ACCEL  # creep forward
+    return float("inf")
 
 
 def _leader_speed(leader: Leader, k: int, dt: float) -> float:

@@ -84,23 +84,29 @@ class _CameraView:
             candidates[inside], row * cols + col, np.linalg.norm(local[inside], axis=1)
         )
 
-    def grid_span(self, corners: np.ndarray) -> tuple[slice, slice] | None:
-        local = (corners - self.origin) @ self.rotation
-        if (local[:, 2] <= 0.05).all():
-            return None
-        if (local[:, 2] <= 0.05).any():
-            return slice(None), slice(None)
-        k = self.camera.intrinsic
-        u = k[0, 0] * local[:, 0] / local[:, 2] + k[0, 2]
-        v = k[1, 1] * local[:, 1] / local[:, 2] + k[1, 2]
+    def spans(self, corners: np.ndarray) -> np.ndarray:
+        """Depth-map blocks [M, 4] (row0, row1, col0, col1) that boxes' corners [M, 8, 3] span."""
+        local = (corners - self.origin) @ self.rotation  # [M, 8, 3]
+        depth = local[..., 2]
         rows, cols = DEPTH_GRID
-        col0 = max(int(u.min() / self.scale[0]) - 1, 0)
-        col1 = min(int(u.max() / self.scale[0]) + 2, cols)
-        row0 = max(int(v.min() / self.scale[1]) - 1, 0)
-        row1 = min(int(v.max() / self.scale[1]) + 2, rows)
-        if col0 >= col1 or row0 >= row1:
-            return None
-        return slice(row0, row1), slice(col0, col1)
+        safe = np.where(depth > 0.05, depth, 1.0)
+        k = self.camera.intrinsic
+        col = (k[0, 0] * local[..., 0] / safe + k[0, 2]) / self.scale[0]
+        row = (k[1, 1] * local[..., 1] / safe + k[1, 2]) / self.scale[1]
+        spans = np.stack(
+            [
+                np.floor(row.min(1)) - 1,
+                np.floor(row.max(1)) + 2,
+                np.floor(col.min(1)) - 1,
+                np.floor(col.max(1)) + 2,
+            ],
+            axis=1,
+        )
+        spans = np.clip(spans, 0, [rows, rows, cols, cols]).astype(np.int64)
+        straddles = (depth <= 0.05).any(axis=1)
+        spans[straddles] = (0, rows, 0, cols)
+        spans[(depth <= 0.05).all(axis=1)] = 0
+        return spans
 
     def bin_of(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(in view mask, flat bin, range) of ego-frame points [N, 3]."""
@@ -163,14 +169,16 @@ class OccupancyLabeler:
         semantics[:, :, GROUND_LAYER] = ground_class(ground_global).reshape(OCC_GRID_SHAPE[:2])
         self._voxelise(semantics, boxes_ego)
         mask_camera = np.zeros(semantics.size, dtype=np.uint8)
+        corners = boxes_ego.corners()
         depths = []
         for view in self.views:
-            depth, index = cast_boxes(view.origin, view.directions, boxes_ego, view.grid_span)
+            spans = view.spans(corners)
+            depth, index = cast_boxes(view.origin, view.directions, boxes_ego, spans)
             owner = np.where(index >= 0, boxes_ego.owner[np.maximum(index, 0)], -2)
             depths.append((depth, owner))
             mask_camera[view.lookup.visible(depth)] = 1
         lidar_depth, _ = cast_boxes(
-            self.lidar.origin, self.lidar.directions, boxes_ego, self.lidar.grid_span
+            self.lidar.origin, self.lidar.directions, boxes_ego, self.lidar.spans(corners)
         )
         mask_lidar = np.zeros(semantics.size, dtype=np.uint8)
         mask_lidar[self.lidar_lookup.visible(lidar_depth)] = 1

@@ -77,6 +77,8 @@ class KeyframeFacts:
     intersection: tuple[float, str] | None  # (distance to the stop line, route turn)
     lane_change: str | None  # "left" | "right" when one is under way or starts within 3 s
     stopped_at_line: bool
+    pedestrian_ahead: AgentFact | None  # a pedestrian on the ego's path within 12 m
+    pulling_over: bool  # the ego stops at the kerb within 3.5 s or is waiting there
 
 
 def planning_answer(future_xy: np.ndarray) -> str:
@@ -138,7 +140,9 @@ def keyframe_facts(world, t: float, scene_end_s: float) -> KeyframeFacts:
     for start, from_d, to_d in world.ego.lane_changes:
         if start - 3.0 <= t <= start + 4.0:
             lane_change = "left" if to_d > from_d else "right"
-    stopped = any(start - 0.5 <= t <= end for start, end in world.ego.holds)
+    stopped = any(
+        start - 0.5 <= t <= end and kind == "stop line" for start, end, kind in world.ego.holds
+    )
     k = min(round(t / (world.times[1] - world.times[0])), len(world.times) - 1)
     return KeyframeFacts(
         speed=world.ego_speed(t),
@@ -151,6 +155,17 @@ def keyframe_facts(world, t: float, scene_end_s: float) -> KeyframeFacts:
         intersection=intersection,
         lane_change=lane_change,
         stopped_at_line=stopped,
+        pulling_over=any(
+            start - 3.5 <= t <= end and kind == "pull over" for start, end, kind in world.ego.holds
+        ),
+        pedestrian_ahead=next(
+            (
+                a
+                for a in agents
+                if a.category.startswith("human.") and 0 < a.x < 12 and abs(a.y) < 4.0
+            ),
+            None,
+        ),
     )
 
 
@@ -159,7 +174,11 @@ def reason(facts: KeyframeFacts, action: MetaAction) -> str:
     lead = facts.lead
     parts = []
     if action.speed in ("stop", "decelerate"):
-        if lead is not None and lead.x < 30 and (lead.speed < 0.5 or facts.lead_braking):
+        if facts.pedestrian_ahead is not None:
+            parts.append("a pedestrian is crossing in front of it")
+        elif facts.pulling_over:
+            parts.append("it pulls over at the kerb")
+        elif lead is not None and lead.x < 30 and (lead.speed < 0.5 or facts.lead_braking):
             parts.append(f"the {lead.word} ahead is {'stopped' if lead.speed < 0.5 else 'braking'}")
         elif facts.intersection is not None and facts.intersection[0] < 35:
             parts.append("there is a stop line at the intersection ahead")

@@ -6,8 +6,6 @@ rays its corners span in that grid, so the cost follows the boxes' angular size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from occvla_ros.data.synth.world import BoxSet
@@ -16,45 +14,46 @@ NO_HIT = np.inf
 
 
 def cast_boxes(
-    origin: np.ndarray,
-    directions: np.ndarray,
-    boxes: BoxSet,
-    grid_span: Callable[[np.ndarray], tuple[slice, slice] | None],
+    origin: np.ndarray, directions: np.ndarray, boxes: BoxSet, spans: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distance to the first box along each ray and the index of that box (-1: none).
 
-    ``directions`` [H, W, 3] are unit vectors in the boxes' frame; ``grid_span(corners [8, 3])``
-    returns the (rows, cols) block of rays that may hit a box, or None if none can.
+    ``directions`` [H, W, 3] are unit vectors in the boxes' frame; ``spans`` [M, 4] gives per
+    box the block of rays (row0, row1, col0, col1) that may hit it (empty: none can).
     """
     height, width = directions.shape[:2]
     distance = np.full((height, width), NO_HIT)
     hit = np.full((height, width), -1, dtype=np.int64)
-    if len(boxes) == 0:
+    candidates = np.nonzero((spans[:, 1] > spans[:, 0]) & (spans[:, 3] > spans[:, 2]))[0]
+    if len(candidates) == 0:
         return distance, hit
-    corners = boxes.corners()
     rotations = boxes.rotations()
-    for index in range(len(boxes)):
-        span = grid_span(corners[index])
-        if span is None:
-            continue
-        rows, cols = span
-        block = directions[rows, cols]  # [h, w, 3]
-        local_dirs = block @ rotations[index]  # box frame: R^T d
-        local_origin = (origin - boxes.centers[index]) @ rotations[index]
-        near, far = _slab(local_origin, local_dirs, boxes.half[index])
-        better = (far >= np.maximum(near, 0.0)) & (np.maximum(near, 0.0) < distance[rows, cols])
-        if better.any():
-            distance[rows, cols] = np.where(better, np.maximum(near, 0.0), distance[rows, cols])
-            hit[rows, cols] = np.where(better, index, hit[rows, cols])
+    local_origins = np.einsum("mji,mj->mi", rotations, origin - boxes.centers)  # R^T (o - c)
+    for index in candidates:
+        row0, row1, col0, col1 = spans[index]
+        block = directions[row0:row1, col0:col1]  # [h, w, 3]
+        near, far = _slab(local_origins[index], block @ rotations[index], boxes.half[index])
+        near = np.maximum(near, 0.0)
+        current = distance[row0:row1, col0:col1]
+        better = (far >= near) & (near < current)
+        current[better] = near[better]
+        hit[row0:row1, col0:col1][better] = index
     return distance, hit
 
 
 def _slab(origin: np.ndarray, directions: np.ndarray, half: np.ndarray):
-    safe = np.where(np.abs(directions) < 1e-12, 1e-12, directions)
-    low = (-half - origin) / safe
-    high = (half - origin) / safe
-    near = np.minimum(low, high).max(axis=-1)
-    far = np.maximum(low, high).min(axis=-1)
+    """Entry and exit distances [h, w] of rays [h, w, 3] through the box |p| <= half (box
+    frame); the ray misses where exit < entry. Written per axis: reductions over a length-3 last
+    axis are slow."""
+    near, far = None, None
+    for axis in range(3):
+        component = directions[..., axis]
+        inverse = 1.0 / np.where(np.abs(component) < 1e-12, 1e-12, component)
+        low = (-half[axis] - origin[axis]) * inverse
+        high = (half[axis] - origin[axis]) * inverse
+        entry, leave = np.minimum(low, high), np.maximum(low, high)
+        near = entry if near is None else np.maximum(near, entry)
+        far = leave if far is None else np.minimum(far, leave)
     return near, far
 
 

@@ -100,54 +100,69 @@ class SceneRenderer:
             )
         )
         faces = Faces.concat([static, Faces.of_boxes(self.world.agent_boxes(t))])
+        ground = self._ground_near(position)
+        dashes = {
+            color: quads[np.linalg.norm(quads[:, 0, :2] - position, axis=1) < PAINT_RANGE_M]
+            for color, quads in self._dashes.items()
+        }
         images = {}
         for camera in self.cameras:
             global_from_camera = ego_to_global @ camera.sensor_to_ego
-            images[camera.channel] = self._render_camera(camera, global_from_camera, faces)
+            images[camera.channel] = self._render_camera(
+                camera, global_from_camera, faces, ground, dashes
+            )
         return images
 
-    def _render_camera(self, camera: Camera, global_from_camera: np.ndarray, faces: Faces):
+    def _ground_near(self, position: np.ndarray) -> list[tuple[tuple, np.ndarray]]:
+        """(colour, polygon [N, 3]) of the ground strips within range, in drawing order."""
+        polygons = []
+        for _layer, color, left, right, low, high in self._strips:
+            if (np.maximum(low - position, position - high) > GROUND_RANGE_M).any():
+                continue
+            near = np.linalg.norm(left[:, :2] - position, axis=1) < GROUND_RANGE_M
+            for run in _runs(near):
+                polygons.append((color, np.concatenate([left[run], right[run][::-1]])))
+        return polygons
+
+    def _render_camera(
+        self,
+        camera: Camera,
+        global_from_camera: np.ndarray,
+        faces: Faces,
+        ground: list,
+        dashes: dict,
+    ) -> np.ndarray:
         image = self._backgrounds[camera.channel].copy()
         rotation = global_from_camera[:3, :3].T  # global -> camera
         translation = -rotation @ global_from_camera[:3, 3]
-        origin = global_from_camera[:3, 3]
         projector = _Projector(camera, rotation, translation)
-        for _layer, color, left, right, low, high in self._strips:
-            if (np.maximum(low - origin[:2], origin[:2] - high) > GROUND_RANGE_M).any():
-                continue
-            near = np.linalg.norm(left[:, :2] - origin[:2], axis=1) < GROUND_RANGE_M
-            for run in _runs(near):
-                polygon = np.concatenate([left[run], right[run][::-1]])
-                pixels = projector.polygon(polygon)
-                if pixels is not None:
-                    cv2.fillPoly(image, [pixels], color, cv2.LINE_8, _SHIFT)
-        for color, quads in self._dashes.items():
-            centres = quads[:, 0, :2]
-            close = quads[np.linalg.norm(centres - origin[:2], axis=1) < PAINT_RANGE_M]
-            polygons = [p for p in (projector.polygon(q) for q in close) if p is not None]
+        for color, polygon in ground:
+            pixels = projector.polygon(polygon)
+            if pixels is not None:
+                cv2.fillPoly(image, [pixels], color, cv2.LINE_8, _SHIFT)
+        for color, close in dashes.items():
+            polygons = projector.polygons(close @ rotation.T + translation)
             if polygons:
                 cv2.fillPoly(image, polygons, color, cv2.LINE_8, _SHIFT)
-        self._draw_faces(image, projector, faces, origin)
+        self._draw_faces(image, projector, faces)
         return image
 
-    def _draw_faces(self, image: np.ndarray, projector: _Projector, faces: Faces, origin):
+    def _draw_faces(self, image: np.ndarray, projector: _Projector, faces: Faces) -> None:
         vertices = faces.vertices @ projector.rotation.T + projector.translation  # [F, 4, 3]
         centres = vertices.mean(axis=1)
         normals = faces.normals @ projector.rotation.T
         facing = np.einsum("fi,fi->f", normals, centres) < 0.0
-        depth = vertices[..., 2]
-        keep = facing & (depth.max(axis=1) > NEAR_M)
-        keep &= projector.may_be_visible(vertices)
-        order = np.nonzero(keep)[0]
-        distance = np.linalg.norm(centres[order], axis=1)
-        order = order[np.argsort(-distance, kind="stable")]
-        distance = np.sort(distance)[::-1]
+        keep = np.nonzero(facing & (vertices[..., 2].max(axis=1) > NEAR_M))[0]
+        distance = np.linalg.norm(centres[keep], axis=1)
+        far_first = np.argsort(-distance, kind="stable")
+        keep, distance = keep[far_first], distance[far_first]
         haze = np.clip((distance - 40.0) / 350.0, 0.0, 0.6)[:, None]
-        colors = faces.colors[order] * (1.0 - haze) + HAZE * haze
-        for index, color in zip(order, colors, strict=True):
-            pixels = projector.camera_polygon(vertices[index])
-            if pixels is not None:
-                cv2.fillPoly(image, [pixels], color.tolist(), cv2.LINE_8, _SHIFT)
+        colors = (faces.colors[keep] * (1.0 - haze) + HAZE * haze).tolist()
+        for polygon, color in zip(
+            projector.polygons(vertices[keep], keep_empty=True), colors, strict=True
+        ):
+            if polygon is not None:
+                cv2.fillPoly(image, [polygon], color, cv2.LINE_8, _SHIFT)
 
 
 class _Projector:
@@ -156,12 +171,30 @@ class _Projector:
         self.fx, self.fy = camera.intrinsic[0, 0], camera.intrinsic[1, 1]
         self.cx, self.cy = camera.intrinsic[0, 2], camera.intrinsic[1, 2]
         self.width, self.height = camera.width, camera.height
+        # Side planes of the view frustum through the camera centre, as inward normals [4, 3].
+        self.planes = np.array(
+            [
+                [1.0, 0.0, self.cx / self.fx],
+                [-1.0, 0.0, (self.width - self.cx) / self.fx],
+                [0.0, 1.0, self.cy / self.fy],
+                [0.0, -1.0, (self.height - self.cy) / self.fy],
+            ]
+        )
+
+    def outside(self, points: np.ndarray) -> np.ndarray:
+        """Polygons [..., N, 3] (camera frame) wholly outside one side plane of the frustum."""
+        return ((points @ self.planes.T) < 0.0).all(axis=-2).any(axis=-1)
 
     def polygon(self, points: np.ndarray) -> np.ndarray | None:
         """Fixed-point pixel polygon of global points [N, 3], or None when not in front."""
         return self.camera_polygon(points @ self.rotation.T + self.translation)
 
     def camera_polygon(self, points: np.ndarray) -> np.ndarray | None:
+        if self.outside(points):
+            return None
+        return self._clipped(points)
+
+    def _clipped(self, points: np.ndarray) -> np.ndarray | None:
         clipped = clip_near(points)
         if clipped is None or len(clipped) < 3:
             return None
@@ -172,15 +205,30 @@ class _Projector:
         pixels = np.stack([u, v], axis=-1) * _SCALE
         return np.clip(pixels, -2e8, 2e8).astype(np.int32)
 
-    def may_be_visible(self, vertices: np.ndarray) -> np.ndarray:
-        """Conservative frustum test of faces [F, 4, 3] in the camera frame."""
-        depth = np.maximum(vertices[..., 2], NEAR_M)
-        u = self.fx * vertices[..., 0] / depth + self.cx
-        v = self.fy * vertices[..., 1] / depth + self.cy
-        behind = vertices[..., 2] < NEAR_M
-        outside = (u.max(1) < 0) | (u.min(1) > self.width) | (v.max(1) < 0)
-        outside |= v.min(1) > self.height
-        return ~outside | behind.any(axis=1)
+    def polygons(self, quads: np.ndarray, keep_empty: bool = False) -> list:
+        """Fixed-point pixel polygons of quads [K, 4, 3] (camera frame), in order.
+
+        Quads wholly in front of the near plane are projected together; the few that cross it
+        are clipped one by one. Quads that cannot be seen are dropped (None if ``keep_empty``).
+        """
+        depth = quads[..., 2]
+        in_front = depth.min(axis=1) >= NEAR_M
+        safe = np.where(in_front[:, None], depth, 1.0)
+        u = self.fx * quads[..., 0] / safe + self.cx
+        v = self.fy * quads[..., 1] / safe + self.cy
+        outside = self.outside(quads)
+        pixels = (np.stack([u, v], axis=-1) * _SCALE).astype(np.int32)  # [K, 4, 2]
+        result = []
+        for index in range(len(quads)):
+            if in_front[index]:
+                polygon = None if outside[index] else pixels[index]
+            elif not outside[index]:
+                polygon = self._clipped(quads[index])
+            else:
+                polygon = None
+            if polygon is not None or keep_empty:
+                result.append(polygon)
+        return result
 
 
 def clip_near(points: np.ndarray) -> np.ndarray | None:
@@ -191,12 +239,12 @@ def clip_near(points: np.ndarray) -> np.ndarray | None:
         return points
     if not inside.any():
         return None
-    following = np.roll(points, -1, axis=0)
-    crosses = inside != np.roll(inside, -1)
+    following = np.concatenate([points[1:], points[:1]])
+    crosses = inside != np.concatenate([inside[1:], inside[:1]])
     step = np.where(crosses, following[:, 2] - depth, 1.0)
     crossing = points + ((NEAR_M - depth) / step)[:, None] * (following - points)
-    candidates = np.stack([points, crossing], axis=1)  # [N, 2, 3]
-    return candidates[np.stack([inside, crosses], axis=1)]
+    candidates = np.concatenate([points[:, None], crossing[:, None]], axis=1)  # [N, 2, 3]
+    return candidates[np.concatenate([inside[:, None], crosses[:, None]], axis=1)]
 
 
 def _runs(mask: np.ndarray) -> list[slice]:

@@ -29,7 +29,8 @@ from occvla_ros.data.synth.roads import (
 
 SIM_DT_S = 0.05
 FUTURE_MARGIN_S = 4.0  # the world runs on past the scene so the 3 s planning future exists
-LANE_CHANGE_S = 4.0
+LANE_CHANGE_S = 3.0
+STEER_IN_LENGTH_M = 12.0  # a lane change while braking to a stop, over distance
 EGO_FRONT_M = 3.6  # ego origin (rear axle) to front bumper
 RASTER_RESOLUTION_M = 0.25
 SIDEWALK_CENTRE_M = ROAD_HALF_WIDTH_M + SIDEWALK_WIDTH_M / 2
@@ -150,7 +151,7 @@ class EgoMotion:
     s: np.ndarray  # route arc length
     d: np.ndarray  # lateral offset from the route centre line
     lane_changes: list[tuple[float, float, float]]  # (start time, from d, to d)
-    holds: list[tuple[float, float]]  # (start, end) of stops at stop lines
+    holds: list[tuple[float, float, str]]  # (start, end, "stop line" | "yield") of stops
 
 
 @dataclass
@@ -247,7 +248,7 @@ def build_world(seed: int, scene_index: int, duration_s: float) -> World:
     route = build_route(
         rng,
         min_length=s_start + 15.0 * times[-1] + 220.0,
-        first_gap=s_start + float(rng.uniform(10.0, 70.0)),
+        first_gap=s_start + float(rng.uniform(5.0, 45.0)),
     )
     ribbons = [route.ribbon, *route.branches]
     strips, dashes = _ground_geometry(ribbons)
@@ -259,6 +260,7 @@ def build_world(seed: int, scene_index: int, duration_s: float) -> World:
     agents += _parked(rng, times, route, ego)
     agents += _cross_traffic(rng, times, route, ego)
     agents += _pedestrians(rng, times, route, s_start, ego)
+    agents += _crossing_pedestrians(rng, times, route, ego)
     return World(
         times=times,
         route=route,
@@ -628,6 +630,27 @@ def _drive_ego(
     cruise = motion.smooth_targets(
         motion.cruise_targets(rng, times, (5.0, 8.0, 11.0, 13.5)), dt, 1.2
     )
+    ego_stops = stops()
+    kinds = ["stop line"] * len(ego_stops)
+    steer_ins = []  # ego origin positions of stops that a lane change may end at
+    turning = {i.s_stop_line for i in route.intersections if i.turn != "straight"}
+    for rule in ego_stops:
+        if rule.s_line in turning and rng.random() < 0.6:
+            rule.brake_decel = 2.8  # firm braking into the turn lane
+            steer_ins.append(rule.s_line - EGO_FRONT_M)
+    for intersection in route.intersections:
+        if intersection.turn != "straight" and rng.random() < 0.5:
+            # Yield to a pedestrian on the crosswalk just after the turn.
+            ego_stops.append(motion.StopRule(intersection.s_exit - 3.0, rng.uniform(1.0, 2.5)))
+            kinds.append("yield")
+    pull_over = None
+    if rng.random() < 0.45:  # pull over in the kerb-side lane for a while
+        s_pull = s_start + float(rng.uniform(45.0, 130.0))
+        if not route.in_intersection_zone(np.array([s_pull]), 35.0, 15.0)[0]:
+            ego_stops.append(motion.StopRule(s_pull, rng.uniform(2.5, 5.0), brake_decel=3.0))
+            kinds.append("pull over")
+            pull_over = s_pull - EGO_FRONT_M
+            steer_ins.append(pull_over)
     ego_drive = motion.drive(
         times,
         s_start=s_start,
@@ -636,14 +659,16 @@ def _drive_ego(
         limit_s=limit_s,
         limit_speed=limit_speed,
         front_overhang=EGO_FRONT_M,
-        stops=stops(),
+        stops=ego_stops,
         leader=leader,
     )
-    d, lane_changes = _plan_lanes(rng, times, route, ego_drive)
+    d, lane_changes = _plan_lanes(
+        rng, times, route, ego_drive, pull_over=pull_over, steer_ins=steer_ins
+    )
     xy, heading, curvature = path.pose(ego_drive.s, d)
     along = np.maximum(ego_drive.speed * (1.0 - curvature * d), 1e-3)
     yaw = np.unwrap(heading + np.arctan2(np.gradient(d, dt), along))
-    holds = [(start, end) for start, end, _ in ego_drive.holds]
+    holds = [(start, end, kinds[index]) for start, end, index in ego_drive.holds]
     ego = EgoMotion(
         xy[:, 0],
         xy[:, 1],
@@ -665,11 +690,21 @@ def _drive_ego(
 
 
 def _plan_lanes(
-    rng: np.random.Generator, times: np.ndarray, route: Route, drive: motion.Drive
+    rng: np.random.Generator,
+    times: np.ndarray,
+    route: Route,
+    drive: motion.Drive,
+    *,
+    pull_over: float | None,
+    steer_ins: list[float],
 ) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
-    """Lateral offset [T]: the lane needed for each turn plus some free lane changes."""
+    """Lateral offset [T]: the lane needed for each turn or to pull over (at route position
+    ``pull_over``), plus some free lane changes. A needed lane change may be steered while
+    braking, ending where the ego stops (``steer_ins``, route positions of the ego origin)."""
     steps = round(LANE_CHANGE_S / SIM_DT_S)
-    usable = (drive.speed >= 3.5) & ~route.in_intersection_zone(drive.s, 12.0, 8.0)
+    away = ~route.in_intersection_zone(drive.s, 6.0, 8.0)
+
+    usable = (drive.speed >= 3.5) & away
     window_ok = np.convolve(usable.astype(int), np.ones(steps + 1, int), "valid") == steps + 1
 
     def starts_between(low: float, high: float) -> np.ndarray:
@@ -683,40 +718,68 @@ def _plan_lanes(
             exit_k = np.nonzero(drive.s >= intersection.s_exit)[0]
             exit_time = times[exit_k[0]] if len(exit_k) else times[-1]
             lane = INNER_LANE_M if intersection.turn == "left" else OUTER_LANE_M
-            requirements.append((times[reached[0]], lane, exit_time))
+            stop = [s for s in steer_ins if abs(s + EGO_FRONT_M - intersection.s_stop_line) < 0.1]
+            requirements.append((times[reached[0]], lane, exit_time, stop[0] if stop else None))
+    if pull_over is not None:
+        reached = np.nonzero(drive.s >= pull_over - 2.0)[0]
+        if len(reached):
+            moving_again = np.nonzero(drive.s > pull_over + 1.0)[0]
+            leave = times[moving_again[0]] if len(moving_again) else times[-1]
+            requirements.append((times[reached[0]], OUTER_LANE_M, leave, pull_over))
+    requirements.sort(key=lambda requirement: requirement[0])
     lane = float(rng.choice([INNER_LANE_M, OUTER_LANE_M]))
+    if requirements and requirements[0][3] is not None:
+        lane = INNER_LANE_M + OUTER_LANE_M - requirements[0][1]  # so that it steers in
     initial_lane = lane
-    changes: list[tuple[int, float, float]] = []
     cursor = 0.5
-    for deadline, needed, exit_time in requirements:
+    index = np.arange(len(times))
+    # (start index, from lane, to lane, phase [T] in [0, 1]) in time order.
+    changes: list[tuple[int, float, float, np.ndarray]] = []
+
+    def timed(k: int) -> np.ndarray:
+        return np.clip((index - k) / steps, 0.0, 1.0)
+
+    for deadline, needed, exit_time, steer_in in requirements:
         other = INNER_LANE_M + OUTER_LANE_M - lane
-        if lane != needed:
+        if lane != needed and steer_in is not None:
+            # Steered over while braking: a lane change over distance, ending at the stop.
+            s0 = steer_in - STEER_IN_LENGTH_M
+            k = int(np.searchsorted(drive.s, s0))
+            if k < len(times) and times[k] >= cursor:
+                phase = np.clip((drive.s - s0) / STEER_IN_LENGTH_M, 0.0, 1.0)
+                changes.append((k, lane, needed, phase))
+                lane = needed
+        elif lane != needed:
             candidates = starts_between(cursor, deadline)
             if len(candidates):
-                k = int(rng.choice(candidates))
-                changes.append((k, lane, needed))
+                # Often as late as possible: a lane change that ends braking for a stop line.
+                k = int(candidates[-1] if rng.random() < 0.5 else rng.choice(candidates))
+                changes.append((k, lane, needed, timed(k)))
                 lane = needed
             elif not changes:
                 lane = initial_lane = needed
-        elif rng.random() < 0.4:  # out and back before the turn
+        elif rng.random() < 0.6 and steer_in is None:  # out and back before the turn
             candidates = starts_between(cursor, deadline - LANE_CHANGE_S - 1.0)
             if len(candidates):
                 k = int(rng.choice(candidates))
                 back = starts_between(times[k] + LANE_CHANGE_S + 0.5, deadline)
                 if len(back):
-                    changes += [(k, lane, other), (int(back[0]), other, lane)]
+                    changes.append((k, lane, other, timed(k)))
+                    changes.append((int(back[0]), other, lane, timed(int(back[0]))))
         cursor = max(cursor, exit_time + 0.5)
-    if rng.random() < 0.8:
+    while rng.random() < 0.8:
         candidates = starts_between(cursor, times[-1])
-        if len(candidates):
-            k = int(rng.choice(candidates))
-            changes.append((k, lane, INNER_LANE_M + OUTER_LANE_M - lane))
+        if not len(candidates):
+            break
+        k = int(rng.choice(candidates[: max(1, len(candidates) // 3)]))
+        other = INNER_LANE_M + OUTER_LANE_M - lane
+        changes.append((k, lane, other, timed(k)))
+        lane, cursor = other, times[k] + LANE_CHANGE_S + 1.0
     d = np.full(len(times), initial_lane)
-    for k, start_lane, end_lane in changes:
-        phase = np.clip((np.arange(len(times)) - k) / steps, 0.0, 1.0)
+    for k, start_lane, end_lane, phase in changes:
         blend = (1.0 - np.cos(math.pi * phase)) / 2.0
-        d = np.where(np.arange(len(times)) >= k, start_lane + (end_lane - start_lane) * blend, d)
-    return d, [(float(times[k]), a, b) for k, a, b in changes]
+        d = np.where(index >= k, start_lane + (end_lane - start_lane) * blend, d)
+    return d, [(float(times[k]), a, b) for k, a, b, _ in changes]
 
 
 def _oncoming(
@@ -844,7 +907,9 @@ def _cross_traffic(
 ) -> list[Agent]:
     """Vehicles crossing the intersection while the ego waits at its stop line."""
     agents = []
-    for start, end in ego.holds:
+    for start, end, kind in ego.holds:
+        if kind != "stop line":
+            continue
         s_hold = float(np.interp(start, times, ego.s))
         intersection = route.intersection_ahead(s_hold, 30.0)
         if intersection is None:
@@ -887,6 +952,37 @@ def _pedestrians(
                 s,
                 np.full(len(times), d),
                 reverse=speed < 0,
+            )
+        )
+    return agents
+
+
+def _crossing_pedestrians(
+    rng: np.random.Generator, times: np.ndarray, route: Route, ego: EgoMotion
+) -> list[Agent]:
+    """A pedestrian on the crosswalk in front of the ego whenever it yields after a turn."""
+    agents = []
+    for start, end, kind in ego.holds:
+        if kind != "yield":
+            continue
+        s_ego = float(np.interp(start, times, ego.s))
+        d_ego = float(np.interp(start, times, ego.d))
+        s_walk = s_ego + EGO_FRONT_M + 1.5
+        (begin,), (heading,), _ = route.path.pose(np.array([s_walk]), np.array([SIDEWALK_CENTRE_M]))
+        length = 2 * SIDEWALK_CENTRE_M
+        crosswalk = Path.straight(begin, heading - math.pi / 2, length)
+        speed = float(rng.uniform(1.2, 1.5))
+        # In front of the ego's lane half-way through the wait.
+        passing = 0.5 * (start + end)
+        s = SIDEWALK_CENTRE_M - d_ego + speed * (times - passing)
+        size, parts = _pedestrian_body(rng)
+        agents.append(
+            _path_agent(
+                ("human.pedestrian.adult", size, parts),
+                "pedestrian",
+                crosswalk,
+                s,
+                np.zeros(len(times)),
             )
         )
     return agents
