@@ -1,7 +1,7 @@
 """Time the data path: index build, JPEG decode, DataLoader throughput.
 
     .venv/bin/python -m benchmarks.data_loading [--dataroot D --version V --split S]
-        [--work-dir /tmp/occvla_bench_data] [--batch-size 4]
+        [--work-dir /tmp/occvla_bench_data] [--batch-size 4] [--epochs 3]
 
 Without ``--dataroot`` it first generates (untimed) a synthetic dataset with nuScenes-sized
 1600x900 camera images: 2 scenes x 10 s (40 keyframes, 240 images), no camera sweeps. Then it
@@ -10,7 +10,8 @@ measures, side by side in one run:
 - index build: the devkit walk into records (cold, ``rebuild=True``) and a cache read;
 - JPEG decode of every keyframe image to S x S, reduced (``IMREAD_REDUCED_COLOR_*``) vs full;
 - DataLoader samples/s of the planning dataset at S = 112 (tiny model) and 224 (PaliGemma2),
-  with 0 and 2 workers, reduced and full decode.
+  with 0 and 2 workers, reduced and full decode: steady state over ``--epochs`` epochs after a
+  warm-up epoch (persistent workers), batch ``--batch-size``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def _generate(directory: Path) -> Path:
     return dataroot
 
 
-def _throughput(records, size: int, workers: int, reduced: bool, batch_size: int) -> float:
+def _throughput(
+    records, size: int, workers: int, *, reduced: bool, batch_size: int, epochs: int
+) -> float:
     from torch.utils.data import DataLoader
 
     from occvla_ros.data.datasets import KeyframeDataset, collate_keyframes
@@ -47,10 +50,12 @@ def _throughput(records, size: int, workers: int, reduced: bool, batch_size: int
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=collate_keyframes,
-        persistent_workers=False,
+        persistent_workers=workers > 0,
     )
-    started = time.perf_counter()  # includes starting the workers, as an epoch does
-    count = sum(len(batch["token"]) for batch in loader)
+    for _ in loader:  # warm-up epoch: worker start-up and page cache are not measured
+        pass
+    started = time.perf_counter()
+    count = sum(len(batch["token"]) for _ in range(epochs) for batch in loader)
     return count / (time.perf_counter() - started)
 
 
@@ -70,6 +75,7 @@ def main() -> None:
     parser.add_argument("--split", default="all")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/occvla_bench_data"))
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs after a warm-up one")
     args = parser.parse_args()
 
     import torch
@@ -95,6 +101,7 @@ def main() -> None:
         assert cached.from_cache
     records = index.records
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    print(f"load average at start: {os.getloadavg()[0]:.1f}")
     print(f"dataset: {dataroot} {args.version}/{args.split}: {len(records)} keyframes")
     print(f"devkit import {devkit_import:.2f} s")
     print(f"index build (devkit tables + records + write) {build:.2f} s; cache read {read:.3f} s")
@@ -111,8 +118,17 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for size in (112, 224):
         for workers in (0, 2):
-            reduced = _throughput(records, size, workers, True, args.batch_size)
-            full = _throughput(records, size, workers, False, args.batch_size)
+            reduced = _throughput(
+                records, size, workers, reduced=True, batch_size=args.batch_size, epochs=args.epochs
+            )
+            full = _throughput(
+                records,
+                size,
+                workers,
+                reduced=False,
+                batch_size=args.batch_size,
+                epochs=args.epochs,
+            )
             print(f"| {size} | {workers} | {reduced:.1f} | {full:.1f} | {reduced / full:.2f} |")
 
 

@@ -24,7 +24,7 @@ from occvla_ros.constants import (
     OCC_VOXEL_SIZE,
 )
 from occvla_ros.data.datasets import load_occupancy
-from occvla_ros.data.images import read_jpeg_bytes
+from occvla_ros.data.images import decode_jpeg, read_jpeg_bytes
 from occvla_ros.data.records import KeyframeRecord
 from occvla_ros.errors import ConfigError, DataError
 
@@ -42,10 +42,7 @@ TEXT_BGR = (255, 255, 255)
 
 
 def _camera_tile(path: str, channel: str) -> np.ndarray:
-    data = read_jpeg_bytes(path)
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"image {path} could not be decoded (corrupt JPEG data)")
+    image = decode_jpeg(read_jpeg_bytes(path), TILE_WIDTH, path)
     height = round(image.shape[0] * TILE_WIDTH / image.shape[1])
     tile = cv2.resize(image, (TILE_WIDTH, height), interpolation=cv2.INTER_AREA)
     _label(tile, channel, (8, 22))

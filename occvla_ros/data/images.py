@@ -4,7 +4,7 @@ JPEG files are decoded at reduced scale: libjpeg can produce 1/2, 1/4 or 1/8 of 
 directly from the DCT coefficients (``cv2.IMREAD_REDUCED_COLOR_*``), which skips most of the
 decoding work. The strongest reduction that keeps both sides >= the target size is chosen, so the
 final resize only ever shrinks: a 1600x900 nuScenes image is decoded at 400x225 for 224 px and at
-200x112 for 112 px.
+200x113 for 112 px (libjpeg rounds up).
 
 Aspect ratio: every view is resized to S x S without keeping its 16:9 aspect ratio (a horizontal
 squash), as PaliGemma's own processor does. Cropping to a square would drop the image edges
@@ -82,16 +82,23 @@ def reduction_factor(width: int, height: int, size: int) -> int:
     return 1
 
 
-def load_image(path: str | Path, size: int, *, reduced_decode: bool = True) -> np.ndarray:
-    """RGB uint8 [size, size, 3] of a JPEG file (see the module docstring for the scaling)."""
-    data = read_jpeg_bytes(path)
+def decode_jpeg(
+    data: bytes, size: int, name: str | Path = "<bytes>", *, reduced_decode: bool = True
+) -> np.ndarray:
+    """BGR uint8 of JPEG bytes at the strongest reduction keeping both sides >= ``size``."""
     factor = 1
     if reduced_decode:
-        width, height = jpeg_size(data, path)
+        width, height = jpeg_size(data, name)
         factor = reduction_factor(width, height, size)
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED_FLAGS[factor])
     if image is None:
-        raise DataError(f"image {path} could not be decoded (corrupt JPEG data)")
+        raise DataError(f"image {name} could not be decoded (corrupt JPEG data)")
+    return image
+
+
+def load_image(path: str | Path, size: int, *, reduced_decode: bool = True) -> np.ndarray:
+    """RGB uint8 [size, size, 3] of a JPEG file (see the module docstring for the scaling)."""
+    image = decode_jpeg(read_jpeg_bytes(path), size, path, reduced_decode=reduced_decode)
     return cv2.cvtColor(_resize_square(image, size), cv2.COLOR_BGR2RGB)
 
 

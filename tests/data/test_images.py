@@ -124,3 +124,12 @@ def test_frames_of_every_encoding_give_the_same_pixels():
 def test_bad_frames_raise(frame, encoding, message):
     with pytest.raises(DataError, match=message):
         images.frames_to_pixel_values([frame], [encoding], 32)
+
+
+def test_decode_jpeg_bytes_at_reduced_scale(tmp_path):
+    path = tmp_path / "cam.jpg"
+    write_jpeg(path, 1600, 900)
+    data = path.read_bytes()
+    assert images.decode_jpeg(data, 224).shape == (225, 400, 3)
+    assert images.decode_jpeg(data, 112).shape == (113, 200, 3)  # libjpeg rounds up
+    assert images.decode_jpeg(data, 224, reduced_decode=False).shape == (900, 1600, 3)
