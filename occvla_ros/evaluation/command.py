@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--with-occupancy", action="store_true", help="also decode and score Occ3D occupancy"
     )
+    parser.add_argument(
+        "--with-qa",
+        action="store_true",
+        help="also answer one OmniDrive question per keyframe (exact match / ROUGE-L)",
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument(
@@ -102,6 +107,28 @@ def _figures(evaluator: Evaluator, out_dir: Path) -> dict[str, str]:
         )
         figures["Meta-action confusion"] = f"{FIGURE_DIR}/meta_action_confusion.png"
     return figures
+
+
+def _answer_questions(args: argparse.Namespace, model, uses_command: bool) -> dict:
+    """QA scores of the model's greedy answers to one OmniDrive question per keyframe."""
+    from tqdm import tqdm
+
+    from occvla_ros.evaluation.qa import QAMetric
+    from occvla_ros.evaluation.sources import evaluation_loader
+
+    metric = QAMetric(model.config.meta_actions)
+    loader = evaluation_loader(args, model, stage="qa")
+    for batch in tqdm(loader, desc="qa", unit="batch"):
+        if batch is None:
+            continue
+        answers = model.generate_text(
+            batch["pixel_values"].to(args.device),
+            batch["ego_state"].to(args.device),
+            questions=list(batch["question"]),
+            commands=list(batch["command"]) if uses_command else None,
+        )
+        metric.update(answers, batch["answer"])
+    return metric.compute()
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -184,6 +211,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             progress.update(count)
     if evaluator.count == 0:
         raise DataError(f"split {args.split!r} of {args.dataroot} has no samples to evaluate")
+    qa = _answer_questions(args, model, uses_command) if args.with_qa else None
     results = {
         "checkpoint": str(args.checkpoint),
         "baseline_checkpoint": str(args.baseline_checkpoint) if baseline else None,
@@ -194,6 +222,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "inputs": {"cameras": True, "ego_status": True, "command": uses_command},
         "baselines": [report.METHOD_LABELS[m] for m in methods if m != MODEL],
         **evaluator.results(),
+        "qa": qa,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     figures = _figures(evaluator, args.out)

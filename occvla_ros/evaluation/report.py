@@ -157,6 +157,17 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
             f"direction {_number(meta['direction_accuracy'], 100.0, 1)} %.",
             "",
         ]
+    qa = results.get("qa")
+    if qa:
+        lines += [
+            "## Driving QA (OmniDrive)",
+            "",
+            f"Closed-form answers (numbers, yes/no, meta-actions): {qa['closed_form_count']}, "
+            f"exact match {_number(qa['exact_match_accuracy'], 100.0, 1)} %. Free-text answers: "
+            f"{qa['free_text_count']}, ROUGE-L F (beta {qa['rouge_l_beta']}) "
+            f"{_number(qa['rouge_l'], 100.0, 1)} %.",
+            "",
+        ]
     occupancy = results.get("occupancy")
     if occupancy:
         mask = "voxels with mask_camera == 1" if occupancy["use_camera_mask"] else "all voxels"

@@ -67,8 +67,12 @@ def model_uses_command(model) -> bool:
     return bool(model.config.prompt.use_command)
 
 
-def evaluation_loader(args: argparse.Namespace, model):
-    """DataLoader of the "evaluation" stage over ``args``' split, first ``--max-samples`` only."""
+def evaluation_loader(args: argparse.Namespace, model, stage: str = "evaluation"):
+    """DataLoader over ``args``' split, first ``--max-samples`` keyframes only.
+
+    ``stage`` "evaluation" gives every keyframe (+ occupancy with ``--with-occupancy``); "qa"
+    gives one OmniDrive question/answer pair per keyframe that has them.
+    """
     from torch.utils.data import DataLoader
 
     from occvla_ros.data.datasets import KeyframeDataset, collate_keyframes
@@ -79,12 +83,13 @@ def evaluation_loader(args: argparse.Namespace, model):
         records = records[: args.max_samples]
     dataset = KeyframeDataset(
         records,
-        "evaluation",
+        stage,
         model.config.image_size,
         vocabulary=model.config.meta_actions,
-        with_occupancy=args.with_occupancy,
+        with_occupancy=args.with_occupancy and stage == "evaluation",
+        qa_pairs="sample",
         skip_bad=True,
     )
-    if len(dataset) == 0:
+    if len(dataset) == 0 and stage == "evaluation":
         raise DataError(f"split {args.split!r} of {args.dataroot} has no samples to evaluate")
     return DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate_keyframes)

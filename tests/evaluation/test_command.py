@@ -64,7 +64,7 @@ def test_evaluate_end_to_end_on_the_synthetic_dataset(
     out = tmp_path / "eval"
     arguments = [*loader, "--split", "mini_val", "--checkpoint", str(tiny_checkpoint)]
     arguments += ["--out", str(out), "--baseline-checkpoint", str(baseline)]
-    arguments += ["--max-samples", "3", "--with-occupancy", "--batch-size", "3"]
+    arguments += ["--max-samples", "3", "--with-occupancy", "--with-qa", "--batch-size", "3"]
     assert cli.main(["evaluate", *arguments]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["sample_count"] == 3 and results["split"] == "mini_val"
@@ -76,8 +76,10 @@ def test_evaluate_end_to_end_on_the_synthetic_dataset(
     assert results["inputs"] == {"cameras": True, "ego_status": True, "command": False}
     assert results["occupancy"]["voxel_count"] > 0
     assert results["meta_action"]["count"] > 0
+    assert results["qa"]["closed_form_count"] + results["qa"]["free_text_count"] == 3
     markdown = (out / "report.md").read_text()
     assert "### stp3 convention" in markdown and "Ego-status MLP" in markdown
+    assert "## Driving QA (OmniDrive)" in markdown
     for figure in ("bev_samples", "bev_worst_l2", "occupancy_confusion", "meta_action_confusion"):
         assert (out / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
     assert "report:" in capsys.readouterr().out
