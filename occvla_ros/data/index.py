@@ -77,7 +77,7 @@ def fingerprint(dataroot: Path, version: str, split: str, options: LoaderOptions
         entries.append(_stat_entry(directory))
         # New or removed per-split folders change the parent's children, not its own mtime.
         if directory.is_dir():
-            entries.extend(_stat_entry(child) for child in sorted(directory.iterdir())[:64])
+            entries.extend(_stat_entry(child) for child in sorted(directory.iterdir()))
     content = {
         "schema": SCHEMA_VERSION,
         "dataroot": str(dataroot),

@@ -115,6 +115,7 @@ def load_records(
     records = []
     with tqdm(total=total, desc=f"index {version}/{split}", disable=not progress) as bar:
         for scene in scenes:
+            builder.start_scene()
             for sample in _scene_samples(nusc, scene):
                 records.append(builder.record(sample, scene))
                 bar.update(1)
@@ -155,6 +156,11 @@ class _RecordBuilder:
         self.options = options
         self.can_bus = can_bus
         self._can_pose_cache: dict[str, np.ndarray | None] = {}
+        self._boxes_cache: dict[str, tuple] = {}
+
+    def start_scene(self) -> None:
+        """Forget the previous scene's boxes (keyframes never look across scenes)."""
+        self._boxes_cache.clear()
 
     def _pose_of(self, sample: dict) -> np.ndarray:
         lidar = self.nusc.get("sample_data", sample["data"][LIDAR_NAME])
@@ -249,29 +255,37 @@ class _RecordBuilder:
                 description = str(desc["description"])
         return qa, description
 
+    def _global_boxes(self, sample: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+        """Global centres [N, 3], yaws [N], sizes [N, 3] and categories of a sample's boxes.
+
+        Each keyframe's boxes serve 7 records (its own and the 6 before it): computed once.
+        """
+        token = sample["token"]
+        if token not in self._boxes_cache:
+            annotations = [self.nusc.get("sample_annotation", t) for t in sample["anns"]]
+            self._boxes_cache[token] = (
+                np.array([a["translation"] for a in annotations], dtype=np.float64).reshape(-1, 3),
+                np.array([quat_wxyz_to_yaw(a["rotation"]) for a in annotations], dtype=np.float64),
+                np.array([a["size"] for a in annotations], dtype=np.float64).reshape(-1, 3),
+                tuple(a["category_name"] for a in annotations),
+            )
+        return self._boxes_cache[token]
+
     def _agents(self, samples, ego_from_global, lidar_from_ego) -> AgentBoxes:
         lidar_from_global = lidar_from_ego @ ego_from_global
-        steps, centers, yaws, sizes, categories = [], [], [], [], []
-        for step, sample in enumerate(samples):
-            if sample is None:
-                continue
-            for token in sample["anns"]:
-                annotation = self.nusc.get("sample_annotation", token)
-                steps.append(step)
-                centers.append(annotation["translation"])
-                yaws.append(quat_wxyz_to_yaw(annotation["rotation"]))
-                sizes.append(annotation["size"])
-                categories.append(annotation["category_name"])
-        centers_global = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
-        yaw_global = np.asarray(yaws, dtype=np.float64)
+        present = [(step, self._global_boxes(s)) for step, s in enumerate(samples) if s is not None]
+        centers = np.concatenate([boxes[0] for _, boxes in present])
+        yaws = np.concatenate([boxes[1] for _, boxes in present])
         return AgentBoxes(
-            step=np.asarray(steps, dtype=np.int64),
-            center_ego=_apply(ego_from_global, centers_global),
-            center_lidar=_apply(lidar_from_global, centers_global),
-            yaw_ego=_rotate_yaw(ego_from_global, yaw_global),
-            yaw_lidar=_rotate_yaw(lidar_from_global, yaw_global),
-            size=np.asarray(sizes, dtype=np.float64).reshape(-1, 3),
-            category=tuple(categories),
+            step=np.concatenate([np.full(len(boxes[1]), step) for step, boxes in present]).astype(
+                np.int64
+            ),
+            center_ego=_apply(ego_from_global, centers),
+            center_lidar=_apply(lidar_from_global, centers),
+            yaw_ego=_rotate_yaw(ego_from_global, yaws),
+            yaw_lidar=_rotate_yaw(lidar_from_global, yaws),
+            size=np.concatenate([boxes[2] for _, boxes in present]),
+            category=tuple(c for _, boxes in present for c in boxes[3]),
             frame_exists=np.array([s is not None for s in samples]),
         )
 
