@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, type=Path, help="training YAML")
     parser.add_argument("--out", required=True, type=Path, help="run directory")
     parser.add_argument("--init", type=Path, help="checkpoint to start from (earlier stage)")
+    parser.add_argument(
+        "--occworld-vqvae",
+        type=Path,
+        help="OccWorld tokenizer weights for the frozen occupancy decoder (a fresh model only)",
+    )
     parser.add_argument("--max-steps", type=int, help="override training.max_steps")
     add_loader_arguments(parser)
     return parser.parse_args(argv)
@@ -80,6 +85,16 @@ def build_model(config: OccVLAConfig, init: Path | None, device: torch.device) -
     model = load_checkpoint(init, device=device, expected_preset=config.preset)
     logger.info("initialised from %s (its model configuration is used)", init)
     return model
+
+
+def load_decoder(model: OccVLA, path: Path) -> None:
+    """OccWorld's pretrained tokenizer into the occupancy branch's frozen VQ-VAE."""
+    from occvla_ros.model.vqvae import load_occworld_vqvae
+
+    if model.occupancy is None:
+        raise OccvlaError("--occworld-vqvae given but the model has no occupancy branch")
+    load_occworld_vqvae(model.occupancy.vqvae, path)
+    logger.info("occupancy decoder initialised from OccWorld weights %s", path)
 
 
 def build_dataloader(
@@ -189,6 +204,8 @@ def train(args: argparse.Namespace) -> Path:
     dist = setup_distributed()
     torch.manual_seed(settings.seed)
     model = build_model(config, args.init, dist.device)
+    if args.occworld_vqvae is not None:
+        load_decoder(model, args.occworld_vqvae)
     config = model.config
     parameters = freeze_for_stage(model, args.stage)
     model.train()
