@@ -236,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(args)
     stp3 = results["planning"][MODEL]["stp3"]["table"]
     print(
-        f"{results['sample_count']} samples; ST-P3 L2 avg {stp3['l2']['avg']} m, collision avg "
-        f"{stp3['collision']['avg']}; report: {args.out / report.REPORT_FILE}"
+        f"{results['sample_count']} samples; ST-P3 avg L2 {report.format_value(stp3['l2']['avg'])} "
+        f"m, avg collision {report.format_value(stp3['collision']['avg'], 100.0)} %; "
+        f"report: {args.out / report.REPORT_FILE}"
     )
     return 0

@@ -395,7 +395,8 @@ class PlanningMetric:
         self._valid += other._valid
         self.tokens += other.tokens
 
-    def _stacked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Everything added so far: L2 [S, T], collision [S, T], all-future-steps-exist [S]."""
         if not self._l2:
             empty = np.zeros((0, NUM_WAYPOINTS))
             return empty, empty.astype(bool), np.zeros(0, dtype=bool)
@@ -407,16 +408,11 @@ class PlanningMetric:
 
     def sample_mask(self) -> np.ndarray:
         """bool [S]: the samples of the convention's sample set."""
-        _, _, valid = self._stacked()
+        _, _, valid = self.steps()
         return valid if self.convention.sample_set == "valid" else np.ones_like(valid)
 
-    def per_sample_l2(self) -> np.ndarray:
-        """[S] mean L2 over the steps of each sample (missing steps count as 0)."""
-        l2, _, _ = self._stacked()
-        return l2.mean(axis=1) if len(l2) else np.zeros(0)
-
     def compute(self) -> PlanningResult:
-        l2, collision, _ = self._stacked()
+        l2, collision, _ = self.steps()
         chosen = self.sample_mask()
         if not chosen.any():
             logger.warning("planning metric %s: no samples in its set", self.convention.name)

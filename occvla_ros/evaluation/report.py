@@ -60,7 +60,7 @@ def write_json(results: dict, out_dir: Path) -> Path:
     return path
 
 
-def _number(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
+def format_value(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value * scale:.{digits}f}"
@@ -85,8 +85,8 @@ def _planning_section(name: str, per_method: dict[str, dict], inputs: dict) -> l
         "|---" * (1 + 2 * len(TABLE_COLUMNS)) + "|",
     ]
     for method, result in per_method.items():
-        l2 = [_number(result["table"]["l2"][c]) for c in TABLE_COLUMNS]
-        col = [_number(result["table"]["collision"][c], 100.0) for c in TABLE_COLUMNS]
+        l2 = [format_value(result["table"]["l2"][c]) for c in TABLE_COLUMNS]
+        col = [format_value(result["table"]["collision"][c], 100.0) for c in TABLE_COLUMNS]
         lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(l2 + col) + " |")
     published = PUBLISHED.get(name, [])
     if published:
@@ -104,7 +104,7 @@ def _planning_section(name: str, per_method: dict[str, dict], inputs: dict) -> l
             "|---" * (2 + 2 * len(TABLE_COLUMNS)) + "|",
         ]
         for method, used, l2, col in published:
-            cells = [_number(v) for v in l2] + [_number(v) for v in (col or (None,) * 4)]
+            cells = [format_value(v) for v in l2] + [format_value(v) for v in (col or (None,) * 4)]
             lines.append(f"| {method} | {used} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -113,8 +113,8 @@ def _per_step_section(results: dict) -> list[str]:
     lines = ["### Per-step values (every 0.5 s horizon)", ""]
     for method, conventions in results["planning"].items():
         for name, result in conventions.items():
-            l2 = ", ".join(_number(v) for v in result["per_step"]["l2"])
-            col = ", ".join(_number(v, 100.0) for v in result["per_step"]["collision"])
+            l2 = ", ".join(format_value(v) for v in result["per_step"]["l2"])
+            col = ", ".join(format_value(v, 100.0) for v in result["per_step"]["collision"])
             lines.append(
                 f"- {METHOD_LABELS.get(method, method)}, {name}: L2 [{l2}] m; collision [{col}] %"
             )
@@ -152,9 +152,9 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
             "## Meta-action",
             "",
             f"{meta['count']} samples: joint accuracy "
-            f"{_number(meta['joint_accuracy'], 100.0, 1)} %, "
-            f"speed {_number(meta['speed_accuracy'], 100.0, 1)} %, "
-            f"direction {_number(meta['direction_accuracy'], 100.0, 1)} %.",
+            f"{format_value(meta['joint_accuracy'], 100.0, 1)} %, "
+            f"speed {format_value(meta['speed_accuracy'], 100.0, 1)} %, "
+            f"direction {format_value(meta['direction_accuracy'], 100.0, 1)} %.",
             "",
         ]
     qa = results.get("qa")
@@ -163,9 +163,10 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
             "## Driving QA (OmniDrive)",
             "",
             f"Closed-form answers (numbers, yes/no, meta-actions): {qa['closed_form_count']}, "
-            f"exact match {_number(qa['exact_match_accuracy'], 100.0, 1)} %. Free-text answers: "
+            f"exact match {format_value(qa['exact_match_accuracy'], 100.0, 1)} %. "
+            f"Free-text answers: "
             f"{qa['free_text_count']}, ROUGE-L F (beta {qa['rouge_l_beta']}) "
-            f"{_number(qa['rouge_l'], 100.0, 1)} %.",
+            f"{format_value(qa['rouge_l'], 100.0, 1)} %.",
             "",
         ]
     occupancy = results.get("occupancy")
@@ -174,14 +175,17 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
         lines += [
             "## Occupancy (Occ3D protocol)",
             "",
-            f"Over {occupancy['voxel_count']} {mask}: mIoU {_number(occupancy['miou'], 100.0)} % "
+            f"Over {occupancy['voxel_count']} {mask}: "
+            f"mIoU {format_value(occupancy['miou'], 100.0)} % "
             f"(classes 0..16; classes absent from both GT and prediction are n/a and excluded), "
-            f"geometry IoU {_number(occupancy['geometry_iou'], 100.0)} %.",
+            f"geometry IoU {format_value(occupancy['geometry_iou'], 100.0)} %.",
             "",
             "| class | IoU (%) |",
             "|---|---|",
         ]
-        lines += [f"| {k} | {_number(v, 100.0)} |" for k, v in occupancy["per_class_iou"].items()]
+        lines += [
+            f"| {k} | {format_value(v, 100.0)} |" for k, v in occupancy["per_class_iou"].items()
+        ]
         lines.append("")
     if figures:
         lines += ["## Figures", ""]

@@ -119,7 +119,7 @@ def test_stp3_l2_and_collision_by_hand():
     agents = boxes([(5, 1.5, gt[5, 1], 1.0, 1.0, 0.0, "human.pedestrian.adult")])
     metric = PlanningMetric(conv)
     metric.update(prediction[None], gt[None], np.ones((1, T), bool), [agents])
-    l2, collision = metric._stacked()[:2]
+    l2, collision = metric.steps()[:2]
     np.testing.assert_allclose(l2[0], 0.1 * np.arange(1, T + 1))
     assert collision[0].tolist() == [False] * 5 + [True]
     result = metric.compute()
