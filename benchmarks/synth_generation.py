@@ -85,9 +85,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="write the dataset here instead of a temp dir")
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, one thread"
-    )
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     config = SynthConfig(
         seed=args.seed,
         num_scenes=args.scenes,

@@ -18,7 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from occvla_ros.constants import CAMERA_NAMES, CAMERA_SWEEP_HZ, KEYFRAME_HZ, LIDAR_NAME
+from occvla_ros.constants import (
+    CAMERA_NAMES,
+    CAMERA_SWEEP_HZ,
+    KEYFRAME_HZ,
+    LIDAR_NAME,
+    OCC_CLASS_ID,
+)
 from occvla_ros.data.synth import omnidrive
 from occvla_ros.data.synth.config import SynthConfig
 from occvla_ros.data.synth.lidar import LidarScanner
@@ -407,8 +413,6 @@ class _SceneWriter:
         filename = f"maps/{token}.png"
         path = self.root / filename
         path.parent.mkdir(parents=True, exist_ok=True)
-        from occvla_ros.constants import OCC_CLASS_ID
-
         drivable = np.where(world.raster == OCC_CLASS_ID["driveable_surface"], 255, 0)
         cv2.imwrite(str(path), np.flipud(drivable).astype(np.uint8))
         self.tables.add(

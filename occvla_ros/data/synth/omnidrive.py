@@ -15,6 +15,7 @@ import numpy as np
 
 from occvla_ros.constants import NUM_WAYPOINTS, WAYPOINT_DT_S
 from occvla_ros.data.labels import label_meta_action
+from occvla_ros.data.synth.world import World
 from occvla_ros.geometry import wrap_angle
 from occvla_ros.meta_action import MetaAction
 
@@ -86,7 +87,7 @@ def planning_answer(future_xy: np.ndarray) -> str:
     return f"Here is the planning trajectory [PT, {points}]."
 
 
-def keyframe_facts(world, t: float, scene_end_s: float) -> KeyframeFacts:
+def keyframe_facts(world: World, t: float, scene_end_s: float) -> KeyframeFacts:
     """Everything the language annotations of the keyframe at ``t`` say, from the world.
 
     Waypoints after ``scene_end_s`` (the last keyframe) are masked, as a loader reading the
@@ -266,9 +267,8 @@ def build_annotations(facts: KeyframeFacts) -> tuple[list[dict], dict, list[str]
             }
         )
         action_text = f"The ego car will {action.text} because {why}."
-    description = " ".join(
-        [_road_answer(facts), _lead_answer(facts), _objects_answer(facts.agents)]
-    )
+    lead = _lead_answer(facts).removeprefix("Yes, a ").removeprefix("No, the ")
+    description = " ".join([_road_answer(facts), f"The {lead}", _objects_answer(facts.agents)])
     keywords = sorted({a.word for a in facts.agents if a.distance <= NEARBY_RADIUS_M})
     if facts.intersection is not None:
         keywords.append("intersection")

@@ -8,7 +8,7 @@ precomputed on a 20 Hz grid (``SIM_DT_S``) and interpolated at sensor timestamps
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -166,7 +166,6 @@ class World:
     raster: np.ndarray  # [H, W] uint8 Occ3D ground classes
     raster_origin: np.ndarray  # [2] global xy of raster pixel (0, 0)
     lead_index: int | None
-    ribbons: list[Ribbon] = field(default_factory=list)
 
     def _grid(self, t: float) -> tuple[int, float]:
         position = min(max(t / SIM_DT_S, 0.0), len(self.times) - 1.000001)
@@ -272,7 +271,6 @@ def build_world(seed: int, scene_index: int, duration_s: float) -> World:
         raster=raster,
         raster_origin=origin,
         lead_index=0 if lead is not None else None,
-        ribbons=ribbons,
     )
 
 
