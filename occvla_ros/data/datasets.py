@@ -22,6 +22,8 @@ dropped by :func:`collate_keyframes`, which reports ``num_skipped`` in the batch
 from __future__ import annotations
 
 import logging
+import zipfile
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,10 +48,8 @@ def load_occupancy(path: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             semantics, mask = npz["semantics"], npz["mask_camera"]
-    except (OSError, ValueError, KeyError, EOFError) as error:
-        raise DataError(f"cannot read Occ3D labels {path}: {error}") from error
-    except Exception as error:  # zipfile.BadZipFile and zlib errors on truncated archives
-        raise DataError(f"corrupt Occ3D labels {path}: {error!r}") from error
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(f"cannot read Occ3D labels {path}: {error!r}") from error
     if semantics.shape != OCC_GRID_SHAPE or mask.shape != OCC_GRID_SHAPE:
         raise DataError(
             f"Occ3D labels {path}: semantics {semantics.shape} / mask_camera {mask.shape}, "

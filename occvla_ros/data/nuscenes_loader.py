@@ -169,6 +169,8 @@ class _RecordBuilder:
 
     def record(self, sample: dict, scene: dict) -> KeyframeRecord:
         nusc = self.nusc
+        if LIDAR_NAME not in sample["data"]:
+            raise DataError(f"keyframe {sample['token']} has no {LIDAR_NAME} sample_data")
         lidar = nusc.get("sample_data", sample["data"][LIDAR_NAME])
         lidar_calib = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
         lidar_to_ego = make_transform(lidar_calib["translation"], lidar_calib["rotation"])

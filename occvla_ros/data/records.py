@@ -24,7 +24,8 @@ EGO_STATE_FROM_CAN_BUS = "can_bus"
 EGO_STATE_FROM_EGO_POSE = "ego_pose"
 
 
-@dataclass(frozen=True)
+# eq=False: records hold arrays, which have no single truth value; compare fields explicitly.
+@dataclass(frozen=True, eq=False)
 class AgentBoxes:
     """Boxes of the other agents at the current keyframe (step 0) and the next 6 (steps 1..6).
 
@@ -47,7 +48,7 @@ class AgentBoxes:
         return np.flatnonzero(self.step == step)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KeyframeRecord:
     token: str
     scene_name: str

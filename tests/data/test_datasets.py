@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,6 +127,11 @@ def test_bad_occupancy_file_names_it(records, tmp_path):
     broken.write_bytes(b"PK\x03\x04 not really a zip")
     record = dataclasses.replace(records[0], occupancy_path=str(broken))
     with pytest.raises(DataError, match=r"labels\.npz"):
+        KeyframeDataset([record], "occupancy_language", SIZE)[0]
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(Path(records[0].occupancy_path).read_bytes()[:3000])
+    record = dataclasses.replace(records[0], occupancy_path=str(truncated))
+    with pytest.raises(DataError, match=r"truncated\.npz"):
         KeyframeDataset([record], "occupancy_language", SIZE)[0]
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, semantics=np.zeros((10, 10, 4), np.uint8), mask_camera=np.zeros((10, 10, 4)))
