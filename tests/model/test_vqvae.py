@@ -34,6 +34,16 @@ GOLDEN_CONFIG = VQVAEConfig(
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These tensors are small: one thread is about as fast unloaded and, on a busy 2-core
+    machine, avoids OpenMP stalls measured at 60x (42 s instead of 0.7 s for 10 steps)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _read_reference(path: Path) -> list[tuple[str, tuple[int, ...]]]:
     entries = []
     for line in path.read_text().splitlines():
