@@ -31,7 +31,7 @@ from occvla_ros.errors import DataError
 
 LOGGER = logging.getLogger(__name__)
 # Bump whenever what a record holds or how it is computed changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _FILES = ("records.json", "arrays.npz", "meta.json")
 
 

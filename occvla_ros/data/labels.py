@@ -15,9 +15,11 @@ origin) and the current speed:
    comes to a halt within the horizon (a stop is the decision that matters, however fast the ego
    drives now).
 2. ``accelerate`` / ``decelerate`` when the mean future speed (path length / valid duration)
-   exceeds / falls below the current speed by more than ``SPEED_CHANGE_MPS``. Over the full 3 s a
-   constant acceleration ``a`` changes the mean speed by ``1.5 s * a``, so 1 m/s is about
-   0.67 m/s^2: gentle, deliberate speed changes count, sensor noise does not.
+   exceeds / falls below the current speed by more than ``max(SPEED_CHANGE_MIN_MPS,
+   SPEED_CHANGE_FRACTION * current speed)``: 0.5 m/s up to 5 m/s, 10 % above. Over the full 3 s a
+   constant acceleration ``a`` changes the mean speed by ``1.5 s * a``: a car pulling away from
+   standstill at 0.33 m/s^2 accelerates, at 12 m/s it takes 0.8 m/s^2. A relative threshold
+   because a speed change is felt relative to the speed; the floor keeps noise at a crawl out.
 3. ``keep speed`` otherwise.
 
 Direction, from the end heading (direction of the last valid step that is at least
@@ -54,7 +56,8 @@ from occvla_ros.errors import DataError
 from occvla_ros.meta_action import MetaAction
 
 STOP_SPEED_MPS = 0.5
-SPEED_CHANGE_MPS = 1.0
+SPEED_CHANGE_MIN_MPS = 0.5
+SPEED_CHANGE_FRACTION = 0.1
 MIN_TRAVEL_M = 1.0
 HEADING_MIN_STEP_M = 0.25
 TURN_HEADING_DEG = 20.0
@@ -124,15 +127,21 @@ def measure_future(future_xy: np.ndarray, mask: np.ndarray) -> FutureMotion:
     )
 
 
+def speed_change_threshold(current_speed: float) -> float:
+    """Mean-speed change [m/s] beyond which the ego accelerates / decelerates."""
+    return max(SPEED_CHANGE_MIN_MPS, SPEED_CHANGE_FRACTION * abs(current_speed))
+
+
 def speed_action(motion: FutureMotion, current_speed: float) -> str:
     if not math.isfinite(current_speed):
         raise DataError(f"current speed must be finite, got {current_speed}")
     if motion.final_step_speed < STOP_SPEED_MPS:
         return STOP
     change = motion.mean_speed - current_speed
-    if change > SPEED_CHANGE_MPS:
+    threshold = speed_change_threshold(current_speed)
+    if change > threshold:
         return ACCELERATE
-    if change < -SPEED_CHANGE_MPS:
+    if change < -threshold:
         return DECELERATE
     return KEEP_SPEED
 

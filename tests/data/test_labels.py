@@ -91,19 +91,29 @@ def test_stop_boundary_on_final_step_speed(final_speed, expected):
     assert action.speed == expected
 
 
+@pytest.mark.parametrize("current_speed", [2.0, 12.0])  # the 0.5 m/s floor / the 10 % regime
 @pytest.mark.parametrize(
-    ("change", "expected"),
+    ("sign", "margin", "expected"),
     [
-        (labels.SPEED_CHANGE_MPS + 0.01, "accelerate"),
-        (labels.SPEED_CHANGE_MPS - 0.01, "keep speed"),
-        (-labels.SPEED_CHANGE_MPS + 0.01, "keep speed"),
-        (-labels.SPEED_CHANGE_MPS - 0.01, "decelerate"),
+        (1.0, 0.01, "accelerate"),
+        (1.0, -0.01, "keep speed"),
+        (-1.0, -0.01, "keep speed"),
+        (-1.0, 0.01, "decelerate"),
     ],
 )
-def test_speed_change_boundaries(change, expected):
-    future_speed = 8.0
-    action = labels.label_meta_action(arc(future_speed, 0.0), FULL, future_speed - change)
+def test_speed_change_boundaries(current_speed, sign, margin, expected):
+    threshold = max(labels.SPEED_CHANGE_MIN_MPS, labels.SPEED_CHANGE_FRACTION * current_speed)
+    assert labels.speed_change_threshold(current_speed) == pytest.approx(threshold)
+    future_speed = current_speed + sign * (threshold + margin)
+    action = labels.label_meta_action(arc(future_speed, 0.0), FULL, current_speed)
     assert action.speed == expected
+
+
+def test_pulling_away_from_standstill_accelerates():
+    # 0.4 m/s^2 from rest: mean speed over 3 s is 0.6 m/s, the last step ~1.1 m/s.
+    times = 0.5 * np.arange(1, 7)
+    future = np.stack([0.2 * times**2, np.zeros(6)], axis=1)
+    assert labels.label_meta_action(future, FULL, 0.0) == MetaAction("accelerate", "go straight")
 
 
 def test_braking_to_a_halt_from_speed_is_stop_not_decelerate():
