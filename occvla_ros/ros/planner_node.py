@@ -192,7 +192,10 @@ class PlannerNode(Node):
             if frame.encoding == "jpeg" and not frame.data.startswith(b"\xff\xd8"):
                 raise OccvlaError("not JPEG data (no start-of-image marker)")
         except OccvlaError as error:
-            self._bad_input(f"image:{name}", f"bad image on {name}: {error}", "bad_images")
+            # Keyed by camera and the start of the message: each kind of problem is logged once
+            # while it persists, not once per frame.
+            key = f"image:{name}:{str(error)[:24]}"
+            self._bad_input(key, f"bad image on {name}: {error}", "bad_images")
             return
         synced, was_reset = self.sync.add(name, stamp_to_ns(message.header.stamp), frame)
         if was_reset:

@@ -1,0 +1,136 @@
+"""planner_node started directly (python -m): raw-image inputs, QoS mismatch, startup failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from occvla_ros.constants import CAMERA_NAMES
+from occvla_ros.ros.conversions import stamp_to_ns
+from tests.ros.rig import SECOND, CameraRig, Outputs, drive
+from tests.support.ros import ProcessHandle, RosProbe, python_module_command
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+def planner_command(*parameters: str) -> list[str]:
+    arguments = ["--ros-args", "-r", "__node:=occvla_planner"]
+    for parameter in parameters:
+        arguments += ["-p", parameter]
+    return python_module_command("occvla_ros.ros.planner_node", *arguments)
+
+
+@pytest.fixture(scope="module")
+def raw_node(tiny_checkpoint, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("raw_node")
+    probe = RosProbe()
+    outputs = Outputs(probe)
+    node = ProcessHandle(
+        planner_command(
+            f"checkpoint:={tiny_checkpoint}",
+            "device:=cpu",
+            "image_transport:=raw",
+            "diagnostics_period_s:=0.5",
+            *(f"cameras.{name}.topic:=/{name}/image_raw" for name in CAMERA_NAMES),
+        ),
+        directory / "planner.log",
+    )
+    rig = CameraRig(probe, transport="raw")
+    assert rig.wait_for_node(), node.log_text()
+    assert probe.spin_until(lambda: "ready:" in node.log_text(), 60.0), node.log_text()
+    yield probe, rig, outputs, node
+    assert node.returncode is None, "the node died:\n" + node.log_text()
+    assert node.stop() == 0, node.log_text()
+    probe.close()
+
+
+def test_raw_images_of_different_sizes_give_a_path(raw_node):
+    probe, rig, outputs, _ = raw_node
+    published = [int((100 + 0.5 * i) * SECOND) for i in range(10)]
+    small = rig.camera_message("CAM_BACK", 0)
+    small.height, small.width, small.step = 30, 40, 120
+    small.data = bytearray(np.zeros((30, 40, 3), np.uint8))
+    assert drive(
+        probe, rig, published,
+        lambda: any(stamp_to_ns(p.header.stamp) in published for p in outputs.paths),
+        replace={"CAM_BACK": small},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("encoding", "rgba8", "unsupported image encoding 'rgba8'"),
+        ("height", 999, "carries"),  # data size does not match width x height
+    ],
+)
+def test_bad_raw_images_are_reported(raw_node, field, value, expected):
+    probe, rig, outputs, node = raw_node
+    bad = rig.camera_message("CAM_FRONT_LEFT", 0)
+    setattr(bad, field, value)
+    stamps = [int((200 + 0.5 * i) * SECOND) for i in range(4)]
+    assert drive(
+        probe, rig, stamps, lambda: outputs.status_with(expected),
+        replace={"CAM_FRONT_LEFT": bad},
+    )  # fmt: skip
+    line = next(text for text in node.log_text().splitlines() if expected in text)
+    assert "bad image on CAM_FRONT_LEFT" in line
+    assert not any(stamp_to_ns(p.header.stamp) in stamps for p in outputs.paths)
+
+
+def test_incompatible_qos_subscriber_is_reported(raw_node):
+    from nav_msgs.msg import Path
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+
+    probe, _, outputs, node = raw_node
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    probe.node.create_subscription(Path, "/occvla_planner/trajectory", lambda _: None, latched)
+    assert probe.spin_until(lambda: outputs.status_with("QoS mismatch"), 20.0), node.log_text()
+    assert "QoS mismatch: a subscriber's QoS is incompatible" in node.log_text()
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        (("checkpoint:=/does/not/exist",), "checkpoint directory /does/not/exist does not exist"),
+        (("preset:=paligemma2-3b-224",), "model, expected 'paligemma2-3b-224'"),
+        (("missing_camera_policy:=guess",), "missing_camera_policy='guess' must be one of"),
+    ],
+)
+def test_startup_failures_log_report_and_exit_non_zero(
+    tiny_checkpoint, tmp_path, parameters, expected
+):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    probe = RosProbe()
+    statuses = []
+    probe.node.create_subscription(
+        DiagnosticArray, "/diagnostics", lambda m: statuses.extend(m.status), 10
+    )
+    node = ProcessHandle(
+        planner_command(
+            f"checkpoint:={tiny_checkpoint}", "device:=cpu", "startup_error_linger_s:=6.0",
+            *parameters,
+        ),
+        tmp_path / "planner.log",
+    )  # fmt: skip
+    try:
+        assert probe.spin_until(lambda: any(expected in s.message for s in statuses), 60.0), (
+            node.log_text()
+        )
+        assert next(s for s in statuses if expected in s.message).level == b"\x02"
+        assert node.wait(30.0) == 1
+        log = node.log_text()
+        assert f"startup failed: {expected}" in log or expected in log
+        assert "Traceback" not in log
+    finally:
+        node.stop()
+        probe.close()
+
+
+def test_a_wrongly_typed_parameter_exits_with_a_clear_error(tmp_path):
+    node = ProcessHandle(planner_command("sync_slop_s:=fast"), tmp_path / "planner.log")
+    assert node.wait(60.0) == 2
+    log = node.log_text()
+    assert "startup failed" in log and "sync_slop_s" in log
+    assert "Traceback" not in log
