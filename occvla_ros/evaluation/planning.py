@@ -271,6 +271,7 @@ class PlanningResult:
 
     convention: str
     description: str
+    sample_set: str
     sample_count: int
     per_step: dict[str, list[float]]
     table: dict[str, dict[str, float]]
@@ -423,6 +424,7 @@ class PlanningMetric:
         return PlanningResult(
             convention=self.convention.name,
             description=self.convention.description,
+            sample_set=self.convention.sample_set,
             sample_count=int(chosen.sum()),
             per_step={"l2": per_step_l2.tolist(), "collision": per_step_collision.tolist()},
             table={

@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from occvla_ros.evaluation.planning import PRESETS, TABLE_COLUMNS
+from occvla_ros.evaluation.planning import TABLE_COLUMNS
 
 RESULT_FILE = "results.json"
 REPORT_FILE = "report.md"
@@ -73,8 +73,8 @@ def _planning_section(name: str, per_method: dict[str, dict], inputs: dict) -> l
         "",
         f"{first['description']}.",
         "",
-        f"Samples: {first['sample_count']} ({PRESETS[name].sample_set if name in PRESETS else ''} "
-        f"set). Model inputs: cameras, ego status {'yes' if inputs['ego_status'] else 'no'}, "
+        f"Samples: {first['sample_count']} ({first['sample_set']} set). Model inputs: cameras, "
+        f"ego status {'yes' if inputs['ego_status'] else 'no'}, "
         f"driving command {'yes (leaks the future)' if inputs['command'] else 'no'}.",
         "",
         "| method | "
@@ -88,7 +88,7 @@ def _planning_section(name: str, per_method: dict[str, dict], inputs: dict) -> l
         l2 = [format_value(result["table"]["l2"][c]) for c in TABLE_COLUMNS]
         col = [format_value(result["table"]["collision"][c], 100.0) for c in TABLE_COLUMNS]
         lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(l2 + col) + " |")
-    published = PUBLISHED.get(name, [])
+    published = PUBLISHED.get(name.partition("[")[0], [])
     if published:
         lines += [
             "",
