@@ -42,14 +42,18 @@ def time_generation(config: SynthConfig, directory: Path) -> None:
     )
     # On a shared machine the CPU time of this process is the fairer one-core figure.
     print(f"  total {total:.1f} s wall, {cpu:.1f} s CPU")
+    print(f"  {'stage':<18}{'wall':>8}{'CPU':>8}")
     for stage, seconds in summary.seconds.items():
         if stage != "total":
-            print(f"  {stage:<18}{seconds:7.2f} s")
-    camera_seconds = summary.seconds["render"] + summary.seconds["encode"]
-    print(f"  per image (render + encode) {1000 * camera_seconds / summary.images:.1f} ms")
-    sensing = summary.seconds["keyframe sensing"] + summary.seconds["qa"]
+            print(f"  {stage:<18}{seconds:7.2f}s{summary.cpu_seconds[stage]:7.2f}s")
+    cpu = summary.cpu_seconds
+    camera_seconds = cpu["render"] + cpu["encode"]
+    print(
+        f"  CPU per image (render + encode + write) {1000 * camera_seconds / summary.images:.1f} ms"
+    )
+    sensing = cpu["keyframe sensing"] + cpu["qa"]
     per_keyframe = 1000 * sensing / summary.keyframes
-    print(f"  per keyframe (lidar, Occ3D, annotations, QA) {per_keyframe:.0f} ms")
+    print(f"  CPU per keyframe (lidar, Occ3D, annotations, QA) {per_keyframe:.0f} ms")
 
 
 def count_meta_actions(seed: int, scenes: int, duration: float) -> None:

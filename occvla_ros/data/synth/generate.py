@@ -11,7 +11,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,10 +82,19 @@ class SynthSummary:
     images: int = 0
     lidar_scans: int = 0
     annotations: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall-clock
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # this process's CPU time
 
-    def add_time(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the wall-clock and CPU time of the ``with`` body to ``stage``."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        for totals, spent in (
+            (self.seconds, time.perf_counter() - wall),
+            (self.cpu_seconds, time.process_time() - cpu),
+        ):
+            totals[stage] = totals.get(stage, 0.0) + spent
 
 
 def scene_names(config: SynthConfig) -> list[tuple[str, str]]:
@@ -124,16 +134,17 @@ def generate_dataset(
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DataError(f"cannot create output directory {output_dir}: {error}") from error
-    started = time.perf_counter()
-    rig = build_rig(config.image_width, config.image_height, config.lidar_azimuth_steps)
-    scanner = LidarScanner(rig.lidar, config.lidar_max_range_m)
-    labeler = OccupancyLabeler(rig, scanner)
-    tables = NuScenesTables(config.seed)
-    for channel in (*CAMERA_NAMES, LIDAR_NAME):
-        modality = "lidar" if channel == LIDAR_NAME else "camera"
-        tables.add("sensor", tables.token("sensor", channel), channel=channel, modality=modality)
     summary = SynthSummary(output_dir)
-    summary.add_time("setup", time.perf_counter() - started)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with summary.timed("setup"):
+        rig = build_rig(config.image_width, config.image_height, config.lidar_azimuth_steps)
+        scanner = LidarScanner(rig.lidar, config.lidar_max_range_m)
+        labeler = OccupancyLabeler(rig, scanner)
+        tables = NuScenesTables(config.seed)
+        for channel in (*CAMERA_NAMES, LIDAR_NAME):
+            modality = "lidar" if channel == LIDAR_NAME else "camera"
+            token = tables.token("sensor", channel)
+            tables.add("sensor", token, channel=channel, modality=modality)
     for scene_index, (name, split) in enumerate(scene_names(config)):
         writer = _SceneWriter(
             output_dir,
@@ -145,10 +156,10 @@ def generate_dataset(
             summary=summary,
         )
         writer.write(scene_index, name, split, progress)
-    stamp = time.perf_counter()
-    tables.write(output_dir / config.version)
-    summary.add_time("tables", time.perf_counter() - stamp)
+    with summary.timed("tables"):
+        tables.write(output_dir / config.version)
     summary.seconds["total"] = time.perf_counter() - started
+    summary.cpu_seconds["total"] = time.process_time() - cpu_started
     return summary
 
 
@@ -164,10 +175,9 @@ class _SceneWriter:
 
     def write(self, scene_index: int, name: str, split: str, progress) -> None:
         config, tables = self.config, self.tables
-        stamp = time.perf_counter()
-        world = build_world(config.seed, scene_index, float(config.scene_duration_s))
-        renderer = SceneRenderer(world, self.rig.cameras)
-        self.summary.add_time("world", time.perf_counter() - stamp)
+        with self.summary.timed("world"):
+            world = build_world(config.seed, scene_index, float(config.scene_duration_s))
+            renderer = SceneRenderer(world, self.rig.cameras)
         log_token = tables.token("log", scene_index)
         logfile = f"n015-synth-{config.seed}-{scene_index:04d}"
         tables.add(
@@ -211,23 +221,18 @@ class _SceneWriter:
                 timestamp=base_us + round(frame * 1_000_000 / CAMERA_SWEEP_HZ),
                 ego_to_global=_ego_to_global(world, t),
             )
-            stamp = time.perf_counter()
-            images = renderer.render(t, at.ego_to_global)
-            self.summary.add_time("render", time.perf_counter() - stamp)
-            stamp = time.perf_counter()
-            self._write_images(scene, at, images)
-            self.summary.add_time("encode", time.perf_counter() - stamp)
+            with self.summary.timed("render"):
+                images = renderer.render(t, at.ego_to_global)
+            with self.summary.timed("encode"):
+                self._write_images(scene, at, images)
             if at.is_key:
                 k = frame // FRAMES_PER_KEYFRAME
-                stamp = time.perf_counter()
-                annotations[k] = self._keyframe(scene, at)
-                self.summary.add_time("keyframe sensing", time.perf_counter() - stamp)
-                stamp = time.perf_counter()
-                facts = omnidrive.keyframe_facts(
-                    world, t, scene_end_s=(keyframes - 1) / KEYFRAME_HZ
-                )
-                self._write_qa(split, sample_tokens[k], facts)
-                self.summary.add_time("qa", time.perf_counter() - stamp)
+                with self.summary.timed("keyframe sensing"):
+                    annotations[k] = self._keyframe(scene, at)
+                with self.summary.timed("qa"):
+                    end = (keyframes - 1) / KEYFRAME_HZ
+                    facts = omnidrive.keyframe_facts(world, t, scene_end_s=end)
+                    self._write_qa(split, sample_tokens[k], facts)
             if progress is not None:
                 progress(1)
         for records in scene.records.values():

@@ -31,6 +31,9 @@ DEPTH_GRID = (90, 160)  # camera depth-map bins (rows, cols) over the image
 SURFACE_TOLERANCE_M = 0.35  # a voxel whose centre is this close behind a surface is that surface
 GROUND_LAYER = round((0.0 - OCC_RANGE_MIN[2]) / OCC_VOXEL_SIZE - 0.5)  # k of z = 0
 _MIN_HALF = OCC_VOXEL_SIZE / 2
+_NEAR_M = 0.05
+# The 12 edges of a box as pairs of corner indices (corner 4*ix + 2*iy + iz).
+_BOX_EDGES = np.array([(a, a | bit) for a in range(8) for bit in (1, 2, 4) if not a & bit])
 
 
 def voxel_centres() -> np.ndarray:
@@ -85,28 +88,37 @@ class _CameraView:
         )
 
     def spans(self, corners: np.ndarray) -> np.ndarray:
-        """Depth-map blocks [M, 4] (row0, row1, col0, col1) that boxes' corners [M, 8, 3] span."""
+        """Depth-map blocks [M, 4] (row0, row1, col0, col1) that boxes' corners [M, 8, 3] span.
+
+        A box that reaches behind the camera is clipped at a near plane first (its visible part
+        is the convex hull of its corners in front and its edges' crossings of that plane).
+        """
         local = (corners - self.origin) @ self.rotation  # [M, 8, 3]
-        depth = local[..., 2]
-        rows, cols = DEPTH_GRID
-        safe = np.where(depth > 0.05, depth, 1.0)
+        first, second = local[:, _BOX_EDGES[:, 0]], local[:, _BOX_EDGES[:, 1]]  # [M, 12, 3]
+        depth_a, depth_b = first[..., 2:] - _NEAR_M, second[..., 2:] - _NEAR_M
+        crosses = (depth_a * depth_b < 0.0)[..., 0]
+        step = np.where(
+            crosses[..., None], depth_a / np.where(crosses[..., None], depth_a - depth_b, 1.0), 0.0
+        )
+        crossings = first + step * (second - first)  # on the near plane where crosses
+        points = np.concatenate([local, crossings], axis=1)  # [M, 20, 3]
+        valid = np.concatenate([local[..., 2] >= _NEAR_M, crosses], axis=1)
+        depth = np.where(valid, points[..., 2], 1.0)
         k = self.camera.intrinsic
-        col = (k[0, 0] * local[..., 0] / safe + k[0, 2]) / self.scale[0]
-        row = (k[1, 1] * local[..., 1] / safe + k[1, 2]) / self.scale[1]
+        col = (k[0, 0] * points[..., 0] / depth + k[0, 2]) / self.scale[0]
+        row = (k[1, 1] * points[..., 1] / depth + k[1, 2]) / self.scale[1]
         spans = np.stack(
             [
-                np.floor(row.min(1)) - 1,
-                np.floor(row.max(1)) + 2,
-                np.floor(col.min(1)) - 1,
-                np.floor(col.max(1)) + 2,
+                np.floor(np.where(valid, row, np.inf).min(1)) - 1,
+                np.floor(np.where(valid, row, -np.inf).max(1)) + 2,
+                np.floor(np.where(valid, col, np.inf).min(1)) - 1,
+                np.floor(np.where(valid, col, -np.inf).max(1)) + 2,
             ],
             axis=1,
         )
-        spans = np.clip(spans, 0, [rows, rows, cols, cols]).astype(np.int64)
-        straddles = (depth <= 0.05).any(axis=1)
-        spans[straddles] = (0, rows, 0, cols)
-        spans[(depth <= 0.05).all(axis=1)] = 0
-        return spans
+        rows, cols = DEPTH_GRID
+        spans[~valid.any(axis=1)] = 0
+        return np.clip(spans, 0, [rows, rows, cols, cols]).astype(np.int64)
 
     def bin_of(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(in view mask, flat bin, range) of ego-frame points [N, 3]."""

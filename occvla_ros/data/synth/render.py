@@ -217,6 +217,8 @@ class _Projector:
         u = self.fx * quads[..., 0] / safe + self.cx
         v = self.fy * quads[..., 1] / safe + self.cy
         outside = self.outside(quads)
+        # Faces under a pixel in both directions would not change the picture.
+        outside |= in_front & (np.ptp(u, axis=1) < 1.0) & (np.ptp(v, axis=1) < 1.0)
         pixels = (np.stack([u, v], axis=-1) * _SCALE).astype(np.int32)  # [K, 4, 2]
         result = []
         for index in range(len(quads)):
