@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 from occvla_ros.errors import ConfigError
 
 SUPPORTED_VERSIONS = ("v1.0-mini", "v1.0-trainval")
-# The devkit's v1.0-mini split lists name 8 train and 2 val scenes.
-MINI_MAX_SCENES = {"train": 8, "val": 2}
+# How many scene names the devkit's split lists hold per version (train, val).
+SPLIT_NAME_COUNTS = {"v1.0-mini": (8, 2), "v1.0-trainval": (700, 150)}
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,13 @@ class SynthConfig:
                 f"lidar_max_range_m must be in [10, 200], got {self.lidar_max_range_m!r}"
             )
         train, val = self.split_counts
-        if self.version == "v1.0-mini" and (
-            train > MINI_MAX_SCENES["train"] or val > MINI_MAX_SCENES["val"]
-        ):
+        max_train, max_val = SPLIT_NAME_COUNTS[self.version]
+        if train > max_train or val > max_val:
+            hint = "; use version v1.0-trainval for bigger sets" if max_train == 8 else ""
             raise ConfigError(
-                f"v1.0-mini has names for at most 8 train and 2 val scenes; {self.num_scenes} "
-                f"scenes with val_fraction={self.val_fraction} need {train} train and {val} val: "
-                "use version v1.0-trainval for bigger sets"
+                f"{self.version} has names for at most {max_train} train and {max_val} val "
+                f"scenes; {self.num_scenes} scenes with val_fraction={self.val_fraction} need "
+                f"{train} train and {val} val{hint}"
             )
 
     @property
@@ -75,7 +75,7 @@ class SynthConfig:
         if self.num_scenes >= 2 and self.val_fraction > 0:
             val = max(val, 1)
         if self.version == "v1.0-mini" and self.num_scenes <= 10 and self.val_fraction > 0:
-            val = min(max(val, 1 if self.num_scenes >= 2 else 0), MINI_MAX_SCENES["val"])
+            val = min(val, SPLIT_NAME_COUNTS["v1.0-mini"][1])
         return self.num_scenes - val, val
 
     def to_dict(self) -> dict:

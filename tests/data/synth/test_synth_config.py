@@ -42,6 +42,11 @@ def test_bad_config_values_raise_config_error(field: str, value, message: str) -
         SynthConfig(**{field: value})
 
 
+def test_more_scenes_than_the_split_lists_name_raise_config_error() -> None:
+    with pytest.raises(ConfigError, match="at most 700 train and 150 val"):
+        SynthConfig(num_scenes=850, version="v1.0-trainval")
+
+
 def test_split_counts_follow_the_version() -> None:
     assert SynthConfig(num_scenes=2).split_counts == (1, 1)
     assert SynthConfig(num_scenes=10).split_counts == (8, 2)
