@@ -82,6 +82,9 @@ class Evaluator:
         gt_mask = np.asarray(gt_mask, dtype=bool)
         gt = np.where(gt_mask[:, None], np.asarray(gt, dtype=np.float64), 0.0)
         stacked = np.stack([np.asarray(predictions[m], dtype=np.float64) for m in self.methods])
+        broken = [m for m, w in zip(self.methods, stacked, strict=True) if not np.isfinite(w).all()]
+        if broken:
+            raise ConfigError(f"non-finite waypoints from {broken} for sample {context.token}")
         for conv in self.conventions:
             if conv.frame == EGO_FRAME:
                 frame_predictions, frame_gt, boxes = stacked, gt, context.boxes_ego

@@ -105,8 +105,11 @@ def test_report_files_and_figures(evaluated, tmp_path):
         assert expected in markdown
 
 
-def test_evaluator_rejects_missing_predictions(evaluated):
+def test_evaluator_rejects_missing_or_non_finite_predictions(evaluated):
     with pytest.raises(ConfigError, match="no predictions"):
         evaluated.add_sample(
             SimpleNamespace(token="t"), np.zeros((6, 2)), np.ones(6), {"stop": np.zeros((6, 2))}
         )
+    broken = {"stop": np.zeros((6, 2)), "constant_velocity": np.full((6, 2), np.nan)}
+    with pytest.raises(ConfigError, match=r"non-finite waypoints from \['constant_velocity'\]"):
+        evaluated.add_sample(SimpleNamespace(token="t"), np.zeros((6, 2)), np.ones(6), broken)
