@@ -290,3 +290,13 @@ def test_bad_inputs_are_clear_errors():
         convention("vad")
     with pytest.raises(ConfigError, match="sample_set"):
         convention("uniad", sample_set="some")
+
+
+def test_omnidrive_l2_is_the_stp3_mean_until_the_horizon_in_the_ego_frame():
+    gt = straight(2.0, axis=0)  # ego frame: forward is +x
+    prediction = gt + np.outer(np.arange(1, T + 1) * 0.1, [0.0, 1.0])  # L2[t] = 0.1 t, sideways
+    metric = PlanningMetric("omnidrive")
+    metric.update(prediction[None], gt[None], np.ones((1, T), bool), [boxes([])])
+    result = metric.compute()
+    assert result.table["l2"] == pytest.approx({"1s": 0.15, "2s": 0.25, "3s": 0.35, "avg": 0.25})
+    np.testing.assert_allclose(result.per_step["l2"], 0.05 * np.arange(2, T + 2))
