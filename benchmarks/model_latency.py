@@ -1,5 +1,6 @@
 """Tiny OccVLA inference latency on this machine, measured side by side in one run.
 
+0. one training step (forward, backward, AdamW) on one sample with 6 views, per stage;
 1. ``predict`` with the occupancy branch on vs off (the branch only reads the visual hidden
    states, so "off" should cost nothing extra over the VLM + planning head);
 2. single-pass meta-action scoring (one prefill + one batched step over all K candidates) vs
@@ -14,11 +15,13 @@ docs/model.md with the machine.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import torch
 
+from occvla_ros.constants import NUM_OCC_CLASSES, OCC_GRID_SHAPE
 from occvla_ros.model.configuration import OccVLAConfig
 from occvla_ros.model.occvla import OccVLA
 
@@ -31,6 +34,23 @@ def _median_ms(function, repeats: int) -> float:
         function()
         timings.append((time.perf_counter() - start) * 1000)
     return statistics.median(timings)
+
+
+def _one_sample(config: OccVLAConfig, pixels: torch.Tensor, ego: torch.Tensor) -> dict:
+    """A batch of one keyframe with every key the datasets produce (random labels)."""
+    grid = (1, *OCC_GRID_SHAPE)
+    return {
+        "pixel_values": pixels,
+        "ego_state": ego,
+        "meta_action": torch.tensor([1]),
+        "meta_action_text": [config.meta_actions.texts[1]],
+        "question": ["is there a pedestrian ahead?"],
+        "answer": ["yes, on the left sidewalk"],
+        "trajectory": torch.randn(1, 6, 2),
+        "trajectory_mask": torch.ones(1, 6, dtype=torch.bool),
+        "occupancy": torch.randint(0, NUM_OCC_CLASSES, grid),
+        "occupancy_mask": torch.ones(grid, dtype=torch.bool),
+    }
 
 
 def main() -> None:
@@ -59,7 +79,24 @@ def main() -> None:
             finally:
                 model.processor.eos_id = eos
 
+    def training_step(stage: str):
+        batch = _one_sample(config, pixels[:1], ego[:1])
+        parameters = model.trainable_parameters(stage)
+        optimizer = torch.optim.AdamW(parameters, lr=1e-4)
+
+        def step():
+            model.train()
+            loss, _ = model(batch, stage)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        return step
+
     rows = {
+        "training step, stage qa": training_step("qa"),
+        "training step, stage occupancy_language": training_step("occupancy_language"),
+        "training step, stage planning": training_step("planning"),
         "predict, occupancy off": lambda: model.predict(pixels, ego, with_occupancy=False),
         "predict, occupancy on": lambda: model.predict(pixels, ego, with_occupancy=True),
         "meta-action: single-pass scoring of all candidates": lambda: torch.no_grad()(
@@ -75,6 +112,7 @@ def main() -> None:
     )
     for name, value in results.items():
         print(f"  {name:<52}{value:10.1f} ms")
+    print(f"  load average during the run: {os.getloadavg()[0]:.1f}")
     off, on = results["predict, occupancy off"], results["predict, occupancy on"]
     scoring = results["meta-action: single-pass scoring of all candidates"]
     greedy = results["meta-action: greedy token-by-token decoding"]

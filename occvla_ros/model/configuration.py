@@ -131,7 +131,9 @@ class PromptConfig:
     # leaks the answer; off unless a config explicitly asks for the command-conditioned setting.
     use_command: bool = False
     question: str = "What should the ego vehicle do next?"
-    max_text_tokens: int = 96  # prompt + answer tokens (image tokens not counted)
+    # Prompt + answer tokens (image tokens not counted): OmniDrive description answers run to a
+    # few hundred tokens; the longest synthetic QA pair is 286 tiny-tokenizer tokens.
+    max_text_tokens: int = 512
 
     def __post_init__(self) -> None:
         _require_positive_ints("PromptConfig", max_text_tokens=self.max_text_tokens)
@@ -248,7 +250,7 @@ class OccVLAConfig:
                     image_token_id=None,
                 ),
                 lora=LoRASettings(rank=8, alpha=16, dropout=0.0),
-                prompt=PromptConfig(max_text_tokens=64),
+                prompt=PromptConfig(max_text_tokens=384),
                 visual_feature_layer=2,
                 occupancy=OccupancyBranchConfig.tiny(),
                 planning=PlanningHeadConfig(

@@ -1,0 +1,143 @@
+"""End-to-end latency of planner_node vs the bare Planner call, side by side in one run.
+
+    .venv/bin/python benchmarks/ros_latency.py [--checkpoint DIR] [--sets 20]
+
+Per iteration (nothing else running in between): publish six 1600x900 JPEG cameras + odometry
+from this process and time until the Path arrives here (camera stamp -> Path received in another
+process), then call ``Planner.plan`` in this process on the same JPEG bytes. Occupancy off. Without
+--checkpoint a randomly initialised tiny checkpoint is saved to a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+PROFILE = str(REPO_ROOT / "config" / "fastdds.xml")
+os.environ.update(
+    {
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", str(random.randint(101, 200))),
+        "FASTDDS_DEFAULT_PROFILES_FILE": PROFILE,
+        "FASTRTPS_DEFAULT_PROFILES_FILE": PROFILE,
+        "HF_HUB_OFFLINE": "1",
+    }
+)
+
+
+def nuscenes_sized_jpegs(seed: int = 0) -> dict[str, bytes]:
+    import cv2
+
+    from occvla_ros.constants import CAMERA_NAMES
+
+    rng = np.random.default_rng(seed)
+    jpegs = {}
+    for name in CAMERA_NAMES:
+        image = cv2.resize(rng.integers(0, 255, (45, 80, 3), dtype=np.uint8), (1600, 900))
+        image = cv2.add(image, rng.integers(0, 30, image.shape, dtype=np.uint8))  # texture
+        jpegs[name] = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    return jpegs
+
+
+def prepare_checkpoint(checkpoint: str | None) -> Path:
+    if checkpoint:
+        return Path(checkpoint)
+    from tests.runtime.tiny_checkpoint import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="occvla-bench-")) / "tiny")
+
+
+def start_node(checkpoint: Path, log_path: Path, *parameters: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "occvla_ros.ros.planner_node", "--ros-args"]
+    command += [
+        "-r",
+        "__node:=occvla_planner",
+        "--params-file",
+        str(REPO_ROOT / "config/planner.yaml"),
+    ]
+    for parameter in (f"checkpoint:={checkpoint}", "device:=cpu", *parameters):
+        command += ["-p", parameter]
+    return subprocess.Popen(
+        command, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, cwd=REPO_ROOT
+    )
+
+
+def connect(probe, log_path: Path):
+    from tests.ros.rig import CameraRig, Outputs
+
+    rig, outputs = CameraRig(probe), Outputs(probe)
+    if not rig.wait_for_node() or not probe.spin_until(
+        lambda: "ready:" in log_path.read_text(errors="replace"), 120.0
+    ):
+        sys.exit("planner_node did not start:\n" + log_path.read_text(errors="replace"))
+    return rig, outputs
+
+
+def summary(values_ms: list[float]) -> str:
+    p50, p90 = np.percentile(values_ms, [50, 90])
+    return f"median {p50:7.1f} ms  p90 {p90:7.1f} ms  (n={len(values_ms)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--sets", type=int, default=20)
+    args = parser.parse_args()
+
+    from occvla_ros.constants import CAMERA_NAMES
+    from occvla_ros.ros.conversions import stamp_to_ns
+    from occvla_ros.runtime.planner import JPEG, CameraFrame, Planner
+    from tests.ros.rig import SECOND
+    from tests.support.ros import RosProbe
+
+    checkpoint = prepare_checkpoint(args.checkpoint)
+    log_path = Path(tempfile.mkdtemp(prefix="occvla-bench-log-")) / "planner.log"
+    node = start_node(checkpoint, log_path)
+    probe = RosProbe()
+    try:
+        rig, outputs = connect(probe, log_path)
+        rig.jpegs = nuscenes_sized_jpegs()
+        planner = Planner(checkpoint, device="cpu")
+        frames = {name: CameraFrame(rig.jpegs[name], JPEG) for name in CAMERA_NAMES}
+        node_ms, bare_ms = [], []
+        for index in range(args.sets + 2):  # the first two warm both paths up
+            stamp_ns = int((5000 + index * 0.5) * SECOND)
+            start = time.perf_counter()
+            rig.publish_set(stamp_ns)
+            arrived = probe.spin_until(
+                lambda s=stamp_ns: any(stamp_to_ns(p.header.stamp) == s for p in outputs.paths),
+                30.0,
+            )
+            elapsed = (time.perf_counter() - start) * 1e3
+            bare_start = time.perf_counter()
+            planner.plan(frames, (5.0, 0.0, 0.0))
+            bare = (time.perf_counter() - bare_start) * 1e3
+            if index >= 2 and arrived:
+                node_ms.append(elapsed)
+                bare_ms.append(bare)
+        node_median, bare_median = np.median(node_ms), np.median(bare_ms)
+        print(f"node end-to-end  : {summary(node_ms)}")
+        print(f"bare Planner.plan: {summary(bare_ms)}")
+        print(
+            f"node overhead    : median {node_median - bare_median:+.1f} ms "
+            f"({100 * (node_median / bare_median - 1):+.1f} %)"
+        )
+        print(f"lost sets        : {args.sets - len(node_ms)}")
+    finally:
+        probe.close()
+        node.terminate()
+        node.wait(20)
+
+
+if __name__ == "__main__":
+    main()
