@@ -83,6 +83,15 @@ def connect(probe, log_path: Path):
     return rig, outputs
 
 
+def node_value(outputs, key: str) -> str:
+    """The latest value of ``key`` in the planner's /diagnostics status, as the node reports it."""
+    for status in reversed(outputs.statuses):
+        for pair in status.values:
+            if pair.key == key:
+                return pair.value
+    return "n/a"
+
+
 def summary(values_ms: list[float]) -> str:
     p50, p90 = np.percentile(values_ms, [50, 90])
     return f"median {p50:7.1f} ms  p90 {p90:7.1f} ms  (n={len(values_ms)})"
@@ -133,6 +142,13 @@ def main() -> None:
             f"({100 * (node_median / bare_median - 1):+.1f} %)"
         )
         print(f"lost sets        : {args.sets - len(node_ms)}")
+        probe.spin_for(1.5)  # one more diagnostics message
+        print(
+            f"node's own view  : inference {node_value(outputs, 'inference ms')} ms, set complete"
+        )
+        print(f"                   -> Path published {node_value(outputs, 'end-to-end ms')} ms")
+        counters = ("sets", "dropped_sets", "plans", "no_odometry", "bad_images", "sync late")
+        print("node counters    : " + ", ".join(f"{k} {node_value(outputs, k)}" for k in counters))
     finally:
         probe.close()
         node.terminate()

@@ -12,7 +12,8 @@ PACKAGE = "occvla_ros"
 
 def share_directory() -> Path:
     """share/occvla_ros: from the ament index when a ROS environment is sourced, else the
-    ``share/`` of the Python environment the package was pip-installed into."""
+    ``share/`` of the Python environment the package was pip-installed into, else the source
+    checkout this module runs from."""
     try:
         from ament_index_python.packages import (
             PackageNotFoundError,
@@ -25,9 +26,11 @@ def share_directory() -> Path:
             return Path(get_package_share_directory(PACKAGE))
         except (PackageNotFoundError, LookupError, OSError):
             pass  # no AMENT_PREFIX_PATH, e.g. a plain virtual environment
-    candidate = Path(sysconfig.get_paths()["data"]) / "share" / PACKAGE
-    if (candidate / "package.xml").is_file():
-        return candidate
+    installed = Path(sysconfig.get_paths()["data"]) / "share" / PACKAGE
+    checkout = Path(__file__).resolve().parents[1]  # running from a source tree, not installed
+    for candidate in (installed, checkout):
+        if (candidate / "package.xml").is_file() and (candidate / "config").is_dir():
+            return candidate
     raise ConfigError(
         f"cannot find share/{PACKAGE}: source your ROS workspace (install/setup.bash) or install "
         "the package non-editably (`make install` or `pip install .`)"

@@ -17,28 +17,15 @@ import time
 from pathlib import Path
 
 from occvla_ros.errors import ConfigError
+from occvla_ros.resources import share_directory
 from occvla_ros.ros.node_set import (
     LAUNCH_ARGUMENTS,
-    PACKAGE,
     PlannedNode,
     dds_environment,
     plan_nodes,
 )
 
 logger = logging.getLogger(__name__)
-_REPO_SHARE = Path(__file__).resolve().parents[2]  # config/ next to the source tree
-
-
-def share_directory() -> Path:
-    """share/occvla_ros of the installed package; the source tree when it is not installed."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-    except ImportError:
-        return _REPO_SHARE
-    try:
-        return Path(get_package_share_directory(PACKAGE))
-    except (PackageNotFoundError, OSError):  # not installed, or AMENT_PREFIX_PATH unset
-        return _REPO_SHARE
 
 
 def parse_launch_arguments(tokens: list[str]) -> dict[str, str]:

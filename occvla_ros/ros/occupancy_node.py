@@ -10,6 +10,7 @@ import sys
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
@@ -63,6 +64,9 @@ def main(args=None) -> int:
     try:
         node = OccupancyNode()
         rclpy.spin(node)
+    except ParameterException as error:  # a parameter of the wrong type in the YAML / -p
+        rclpy.logging.get_logger("occvla_occupancy").error(f"startup failed: {error}")
+        return 2
     except OccvlaError as error:
         rclpy.logging.get_logger("occvla_occupancy").error(f"startup failed: {error}")
         return 1

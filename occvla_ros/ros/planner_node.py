@@ -19,10 +19,9 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -80,6 +79,11 @@ class PlannerNode(Node):
         self.inference_ms, self.latency_ms = Percentiles(), Percentiles()
         self.counts = {"sets": 0, "dropped_sets": 0, "plans": 0, "degraded_plans": 0}
         self.counts |= {"bad_images": 0, "bad_odometry": 0, "no_odometry": 0, "failed_plans": 0}
+        self.counts |= {"no_command": 0}
+        # One slot between the input callbacks and the inference loop: the newest set only.
+        self._pending: _Pending | None = None
+        self._pending_ready = threading.Condition()
+        self._stopping = False
 
     # ---- configure -----------------------------------------------------------------------
     def configure(self) -> None:
@@ -104,17 +108,13 @@ class PlannerNode(Node):
         self.ego = EgoStateEstimator(tolerance_ns=int(p["odometry_tolerance_s"] * 1e9))
         self.command: str | None = None
         self.last_arrival: dict[str, float] = {}
+        self.started_s = self._now_s()
         self.stale: set[str] = set()
         self.fov_checked: set[str] = set()
         self.fov_warning: str | None = None
         self.command_notice_given = False
-        self._pending: _Pending | None = None
-        self._pending_ready = threading.Condition()
-        self._stopping = False
         self._create_interfaces()
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._worker = threading.Thread(target=self._work, name="occvla_inference", daemon=True)
-        self._worker.start()
         self.get_logger().info(
             f"ready: {self.planner.config.preset} on {self.planner.device} "
             f"({str(self.planner.dtype).removeprefix('torch.')}), "
@@ -123,11 +123,9 @@ class PlannerNode(Node):
 
     def _create_interfaces(self) -> None:
         p = self.params
-        # Inputs share the synchroniser and ego history, so they run one at a time (a mutually
-        # exclusive group: no locks needed); diagnostics and QoS events run in their own group so a
-        # busy input stream never delays the health report. Inference runs on its own thread.
-        inputs = MutuallyExclusiveCallbackGroup()
-        housekeeping = MutuallyExclusiveCallbackGroup()
+        # Every callback is short (copy the bytes, check a JPEG marker, match stamps), so one
+        # executor thread runs them in arrival order and they share the synchroniser and ego
+        # history without locks. Inference runs on the main thread (run_inference).
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._incompatible_subscription)
         pub_events = PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher)
         compressed = p["image_transport"] == "compressed"
@@ -137,7 +135,6 @@ class PlannerNode(Node):
                 self.get_parameter(camera_topic_parameter(name, "topic")).value,
                 lambda message, name=name: self._on_image(name, message),
                 qos_profile_sensor_data,
-                callback_group=inputs,
                 event_callbacks=sub_events,
             )
             self.create_subscription(
@@ -145,16 +142,15 @@ class PlannerNode(Node):
                 self.get_parameter(camera_topic_parameter(name, "info_topic")).value,
                 lambda message, name=name: self._on_camera_info(name, message),
                 qos_profile_sensor_data,
-                callback_group=housekeeping,
                 event_callbacks=sub_events,
             )
         self.create_subscription(
             Odometry, p["odometry_topic"], self._on_odometry, qos_profile_sensor_data,
-            callback_group=inputs, event_callbacks=sub_events,
+            event_callbacks=sub_events,
         )  # fmt: skip
         self.create_subscription(
             String, p["command_topic"], self._on_command, 10,
-            callback_group=inputs, event_callbacks=sub_events,
+            event_callbacks=sub_events,
         )  # fmt: skip
         self.trajectory_publisher = self.create_publisher(
             Path, "~/trajectory", 10, event_callbacks=pub_events
@@ -165,14 +161,10 @@ class PlannerNode(Node):
         self.occupancy_publisher = self.create_publisher(
             PointCloud2, "~/occupancy", 2, event_callbacks=pub_events
         )
-        self.create_timer(0.25, self._check_inputs, callback_group=housekeeping)
+        self.create_timer(0.25, self._check_inputs)
 
     def start_diagnostics(self) -> None:
-        self.create_timer(
-            self.params["diagnostics_period_s"],
-            self.publish_diagnostics,
-            callback_group=MutuallyExclusiveCallbackGroup(),
-        )
+        self.create_timer(self.params["diagnostics_period_s"], self.publish_diagnostics)
 
     # ---- inputs --------------------------------------------------------------------------
     def _bad_input(self, key: str, message: str, counter: str) -> None:
@@ -241,14 +233,20 @@ class PlannerNode(Node):
     def _check_inputs(self) -> None:
         """Silent inputs -> warnings; stale cameras -> the missing-camera policy."""
         now = self._now_s()
+        if not self.started_s:  # use_sim_time: the clock starts with the first /clock message
+            self.started_s = now
         timeout = self.params["camera_timeout_s"]
+        # A camera never heard from counts from the node's start, so a slow driver gets the
+        # same timeout as a silent one.
         stale = {
             name
             for name in CAMERA_NAMES
-            if name in self.last_arrival and now - self.last_arrival[name] > timeout
+            if now - self.last_arrival.get(name, self.started_s) > timeout
         }
-        if self.last_arrival and len(stale) < len(CAMERA_NAMES):
-            stale |= {name for name in CAMERA_NAMES if name not in self.last_arrival}
+        if not self.last_arrival and stale:
+            text = f"no camera or odometry message in {timeout} s: check the topics and their QoS"
+            if self.issues.report("no_input", text, WARN):
+                self.get_logger().warning(text)
         if stale != self.stale:
             if stale:
                 self.get_logger().warning(
@@ -299,7 +297,13 @@ class PlannerNode(Node):
             self._pending = pending
             self._pending_ready.notify()
 
-    def _work(self) -> None:
+    def run_inference(self) -> None:
+        """Plan the newest synchronised set until ``stop()``; blocks the calling thread.
+
+        main() calls this on the process's main thread and spins the executor on another:
+        PyTorch's CPU kernels launched from a secondary thread measured 1.4x slower for the tiny
+        model here (OpenMP intra-op parallelism; see docs/ros.md), so the callbacks move instead.
+        """
         while True:
             with self._pending_ready:
                 while self._pending is None and not self._stopping:
@@ -321,6 +325,14 @@ class PlannerNode(Node):
                 f"no valid odometry within {self.params['odometry_tolerance_s']} s of the camera "
                 f"set at {synced.stamp_ns * 1e-9:.3f} s: set skipped",
                 "no_odometry",
+            )
+            return
+        if self.planner.uses_command and self.command is None:
+            self._bad_input(
+                "no_command",
+                "this checkpoint was trained with navigation commands and none has arrived on "
+                f"{self.params['command_topic']}: set skipped",
+                "no_command",
             )
             return
         missing = [name for name in CAMERA_NAMES if name not in synced.items]
@@ -398,12 +410,10 @@ class PlannerNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def stop(self) -> None:
-        if self.planner is None:
-            return
+        """Make ``run_inference`` return after the plan in progress (any thread may call it)."""
         with self._pending_ready:
             self._stopping = True
             self._pending_ready.notify()
-        self._worker.join(timeout=10.0)
 
 
 def _linger_with_error(node: PlannerNode, text: str) -> None:
@@ -417,7 +427,6 @@ def _linger_with_error(node: PlannerNode, text: str) -> None:
 def main(args=None) -> int:
     rclpy.init(args=args)
     node = None
-    status = 0
     try:
         try:
             node = PlannerNode()
@@ -432,17 +441,46 @@ def main(args=None) -> int:
             _linger_with_error(node, text)
             return 1
         node.start_diagnostics()
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
+        _run(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         if node is not None:
-            node.stop()
             node.destroy_node()
         rclpy.try_shutdown()
-    return status
+    return 0
+
+
+def _run(node: PlannerNode) -> None:
+    """Callbacks on a helper thread, inference on this (the main) thread, until shutdown."""
+    # Single-threaded on purpose: with rclpy's MultiThreadedExecutor a set of six 500 kB
+    # JPEGs took 130-220 ms median (p90 1.3-1.9 s, mutually exclusive or reentrant group) to
+    # reach the callbacks on this 2-core machine, against 1.4 ms single-threaded.
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(
+        target=_spin_then_stop, args=(executor, node), name="occvla_callbacks", daemon=True
+    )
+    spinner.start()
+    try:
+        node.run_inference()
+    finally:
+        node.stop()
+        # The executor's thread must leave its wait before the node and the process go
+        # (exiting with it inside rcl aborts the process).
+        rclpy.try_shutdown()
+        spinner.join(timeout=10.0)
+        executor.shutdown()
+
+
+def _spin_then_stop(executor: SingleThreadedExecutor, node: PlannerNode) -> None:
+    """Run the callbacks until shutdown (Ctrl-C, rclpy.shutdown), then release the main thread."""
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
+    finally:
+        node.stop()
 
 
 if __name__ == "__main__":

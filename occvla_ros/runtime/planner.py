@@ -32,6 +32,7 @@ from occvla_ros.data.images import (
     normalize,
     reduction_factor,
 )
+from occvla_ros.data.labels import GO_STRAIGHT
 from occvla_ros.errors import ConfigError, DataError
 from occvla_ros.meta_action import MetaAction
 
@@ -161,7 +162,8 @@ class Planner:
         )
         if warmup:
             blank = CameraFrame(np.zeros((self.image_size, self.image_size, 3), np.uint8), "rgb8")
-            self.plan([blank] * NUM_CAMERAS, (0.0, 0.0, 0.0))
+            command = GO_STRAIGHT if self.uses_command else None
+            self.plan([blank] * NUM_CAMERAS, (0.0, 0.0, 0.0), command=command)
 
     @property
     def has_occupancy(self) -> bool:

@@ -128,9 +128,17 @@ def test_startup_failures_log_report_and_exit_non_zero(
         probe.close()
 
 
-def test_a_wrongly_typed_parameter_exits_with_a_clear_error(tmp_path):
-    node = ProcessHandle(planner_command("sync_slop_s:=fast"), tmp_path / "planner.log")
+@pytest.mark.parametrize(
+    ("module", "parameter"),
+    [
+        ("occvla_ros.ros.planner_node", "sync_slop_s:=fast"),
+        ("occvla_ros.ros.occupancy_node", "max_voxels:=many"),
+    ],
+)
+def test_a_wrongly_typed_parameter_exits_with_a_clear_error(tmp_path, module, parameter):
+    command = python_module_command(module, "--ros-args", "-p", parameter)
+    node = ProcessHandle(command, tmp_path / "node.log")
     assert node.wait(60.0) == 2
     log = node.log_text()
-    assert "startup failed" in log and "sync_slop_s" in log
+    assert "startup failed" in log and parameter.split(":=")[0] in log
     assert "Traceback" not in log

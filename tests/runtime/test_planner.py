@@ -135,3 +135,21 @@ def test_ego_state_from_odometry_samples():
 
 def test_field_of_view_of_the_nuscenes_front_camera():
     assert horizontal_fov_deg(1266.4, 1600) == pytest.approx(64.5, abs=0.1)
+
+
+def test_a_command_conditioned_checkpoint_warms_up_and_requires_a_command(tmp_path):
+    from occvla_ros.model.checkpoint import save_checkpoint
+    from occvla_ros.model.configuration import OccVLAConfig
+    from occvla_ros.model.occvla import OccVLA
+
+    config = OccVLAConfig.from_preset("tiny")
+    config.prompt.use_command = True
+    torch.manual_seed(0)
+    directory = save_checkpoint(OccVLA(config), tmp_path / "with_command")
+    planner = Planner(directory, device="cpu")  # the warm-up plan needs a command too
+    assert planner.uses_command
+    blank = CameraFrame(np.zeros((64, 64, 3), np.uint8), "rgb8")
+    plan = planner.plan([blank] * 6, (3.0, 0.0, 0.0), command="turn left")
+    assert plan.waypoints.shape == (6, 2)
+    with pytest.raises(ConfigError, match="no driving command"):
+        planner.plan([blank] * 6, (3.0, 0.0, 0.0))

@@ -79,7 +79,8 @@ class ProcessHandle:
         return self.process.poll()
 
     def log_text(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # stop() closes it; the file stays readable
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait(self, timeout_s: float) -> int:

@@ -1,0 +1,103 @@
+"""Sustained input: six 1600x900 JPEG cameras + odometry at 12 Hz into planner_node.
+
+    .venv/bin/python benchmarks/ros_sustained.py [--checkpoint DIR] [--seconds 60] [--rate 12]
+
+Publishes from this process on a fixed 12 Hz schedule (nuScenes' camera rate) for --seconds,
+samples the node process's resident memory (VmRSS) once a second and counts the Paths that
+come back. Reports the memory after warm-up (first 10 s) and at the end, the fitted growth per
+minute over the steady state, plans per second, the node's own set / dropped-set counters from
+/diagnostics, and whether the node was still alive. Exit status 1 when the node died or the
+memory grew by more than 10 % after warm-up. Occupancy off (nobody subscribes to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ros_latency import (
+    connect,
+    node_value,
+    nuscenes_sized_jpegs,
+    prepare_checkpoint,
+    start_node,
+)
+
+WARM_UP_S = 10.0
+MAX_GROWTH = 0.10
+
+
+def resident_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=12.0)
+    args = parser.parse_args()
+
+    from tests.ros.rig import SECOND
+    from tests.support.ros import RosProbe
+
+    checkpoint = prepare_checkpoint(args.checkpoint)
+    log_path = Path(tempfile.mkdtemp(prefix="occvla-bench-log-")) / "planner.log"
+    node = start_node(checkpoint, log_path)
+    probe = RosProbe()
+    try:
+        rig, outputs = connect(probe, log_path)
+        rig.jpegs = nuscenes_sized_jpegs()
+        period = 1.0 / args.rate
+        start = time.monotonic()
+        samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
+        published, next_sample = 0, 0.0
+        while (elapsed := time.monotonic() - start) < args.seconds and node.poll() is None:
+            rig.publish_set(int((1000.0 + published * period) * SECOND))
+            published += 1
+            if elapsed >= next_sample:
+                samples.append((elapsed, resident_mib(node.pid)))
+                next_sample += 1.0
+            probe.spin_until(lambda: False, max(0.0, start + published * period - time.monotonic()))
+        probe.spin_for(2.0)  # the last plans and a diagnostics message
+        alive = node.poll() is None
+        times, memory = np.array(samples).T
+        steady = times >= WARM_UP_S
+        warm = float(memory[steady][0]) if steady.any() else float(memory[-1])
+        growth = (memory[-1] - warm) / warm
+        slope = np.polyfit(times[steady], memory[steady], 1)[0] * 60.0 if steady.sum() > 2 else 0.0
+        print(
+            f"published {published} sets in {time.monotonic() - start:.1f} s "
+            f"({published / args.seconds:.1f} Hz x 6 cameras, 1600x900 JPEG "
+            f"{np.mean([len(j) for j in rig.jpegs.values()]) / 1e3:.0f} kB each)"
+        )
+        print(f"plans received : {len(outputs.paths)} ({len(outputs.paths) / args.seconds:.1f}/s)")
+        print(
+            f"node counters  : sets {node_value(outputs, 'sets')}, "
+            f"dropped sets {node_value(outputs, 'dropped_sets')}, "
+            f"plans {node_value(outputs, 'plans')}"
+        )
+        print(
+            f"node memory    : {memory[0]:.0f} MiB at start, {warm:.0f} MiB after "
+            f"{WARM_UP_S:.0f} s, {memory[-1]:.0f} MiB at the end, max {memory.max():.0f} MiB; "
+            f"after warm-up {100 * growth:+.1f} % (fit {slope:+.2f} MiB/min)"
+        )
+        print(f"node alive     : {alive}")
+        return 0 if alive and growth <= MAX_GROWTH else 1
+    finally:
+        probe.close()
+        node.terminate()
+        node.wait(20)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
