@@ -27,7 +27,7 @@ PLANNER_PARAMETERS: dict[str, tuple[object, str, bool]] = {
     "image_transport": ("compressed", "compressed (sensor_msgs/CompressedImage JPEG) or raw", True),
     **{
         camera_topic_parameter(name, "topic"): (
-            f"/{name}/image_rect_compressed",
+            f"/{name}/image_rect/compressed",
             f"image topic feeding the model's {name} slot",
             True,
         )

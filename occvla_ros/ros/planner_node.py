@@ -315,6 +315,12 @@ class PlannerNode(Node):
                 self._plan_and_publish(pending)
             except OccvlaError as error:
                 self._bad_input("plan", f"planning failed: {error}", "failed_plans")
+            except Exception as error:  # a bug or a device failure must not end planning
+                self._bad_input(
+                    f"plan_error:{type(error).__name__}",
+                    f"planning raised {type(error).__name__}: {error}",
+                    "failed_plans",
+                )
 
     def _plan_and_publish(self, pending: _Pending) -> None:
         synced = pending.synced

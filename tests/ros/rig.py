@@ -33,7 +33,7 @@ class CameraRig:
 
         self.probe, self.transport = probe, transport
         kind, suffix = (
-            (CompressedImage, "image_rect_compressed")
+            (CompressedImage, "image_rect/compressed")
             if transport == "compressed"
             else (Image, "image_raw")
         )
