@@ -14,20 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ros_latency import (
-    connect,
-    node_value,
-    nuscenes_sized_jpegs,
-    prepare_checkpoint,
-    start_node,
-)
+from ros_latency import node_value, running_planner
 
 WARM_UP_S = 10.0
 MAX_GROWTH = 0.10
@@ -48,15 +41,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from tests.ros.rig import SECOND
-    from tests.support.ros import RosProbe
 
-    checkpoint = prepare_checkpoint(args.checkpoint)
-    log_path = Path(tempfile.mkdtemp(prefix="occvla-bench-log-")) / "planner.log"
-    node = start_node(checkpoint, log_path)
-    probe = RosProbe()
-    try:
-        rig, outputs = connect(probe, log_path)
-        rig.jpegs = nuscenes_sized_jpegs()
+    with running_planner(args.checkpoint) as (_, node, probe, rig, outputs):
         period = 1.0 / args.rate
         start = time.monotonic()
         samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
@@ -93,10 +79,6 @@ def main() -> int:
         )
         print(f"node alive     : {alive}")
         return 0 if alive and growth <= MAX_GROWTH else 1
-    finally:
-        probe.close()
-        node.terminate()
-        node.wait(20)
 
 
 if __name__ == "__main__":

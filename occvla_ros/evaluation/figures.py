@@ -20,7 +20,7 @@ from occvla_ros.constants import (
 from occvla_ros.evaluation.rasterize import FutureBoxes, box_corners
 
 METHOD_STYLES = {
-    "model": ("tab:red", "OccVLA"),
+    "model": ("yellow", "OccVLA"),  # stands out on the magenta road
     "ego_mlp": ("tab:blue", "ego MLP"),
     "constant_velocity": ("tab:gray", "const. velocity"),
 }
@@ -82,7 +82,11 @@ def _draw_sample(axis, sample: BevSample) -> None:
     for method, waypoints in sample.predictions.items():
         colour, label = METHOD_STYLES.get(method, ("tab:purple", method))
         path = np.vstack([[0.0, 0.0], waypoints])
-        axis.plot(path[:, 1], path[:, 0], "x--", color=colour, markersize=3, label=label)
+        # The model on top and wider: baselines often lie on it and hid it.
+        emphasis = {"linewidth": 1.8, "zorder": 4} if method == "model" else {}
+        axis.plot(
+            path[:, 1], path[:, 0], "x--", color=colour, markersize=3, label=label, **emphasis
+        )
     axis.add_patch(_ego_rectangle())
     axis.set_xlim(VIEW_RANGE_M, -VIEW_RANGE_M)
     axis.set_ylim(-VIEW_RANGE_M / 2, 1.5 * VIEW_RANGE_M)

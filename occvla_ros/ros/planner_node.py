@@ -55,6 +55,7 @@ from occvla_ros.runtime.planner import (
 from occvla_ros.runtime.sync import ApproximateTimeSynchronizer, SyncedSet
 
 WARN, ERROR = 1, 2
+ODOMETRY_GRACE_S = 0.05  # how long a set waits for its odometry message (s)
 
 
 @dataclass
@@ -322,9 +323,23 @@ class PlannerNode(Node):
                     "failed_plans",
                 )
 
+    def _ego_state_at(self, stamp_ns: int):
+        """The ego state for a set, waiting briefly for an odometry message still in flight.
+
+        Cameras and odometry are separate topics that DDS does not order: the odometry message
+        of a set's instant may be taken after its last camera image.
+        """
+        deadline = time.monotonic() + ODOMETRY_GRACE_S
+        while (ego := self.ego.state_at(stamp_ns)) is None and time.monotonic() < deadline:
+            newest = self.ego.newest_stamp_ns()
+            if newest is not None and newest >= stamp_ns:
+                break  # odometry has moved past the set: nothing nearer is coming
+            time.sleep(0.002)
+        return ego
+
     def _plan_and_publish(self, pending: _Pending) -> None:
         synced = pending.synced
-        ego = self.ego.state_at(synced.stamp_ns)
+        ego = self._ego_state_at(synced.stamp_ns)
         if ego is None:
             self._bad_input(
                 "no_odometry",

@@ -62,22 +62,28 @@ class EgoStateEstimator:
             self._samples.clear()
         self._samples.append(sample)
 
+    def newest_stamp_ns(self) -> int | None:
+        samples = list(self._samples)
+        return samples[-1].stamp_ns if samples else None
+
     def clear(self) -> None:
         self._samples.clear()
 
     def state_at(self, stamp_ns: int) -> EgoState | None:
-        """Ego state at the sample nearest ``stamp_ns`` (None if none is within tolerance)."""
-        if not self._samples:
+        """Ego state at the sample nearest ``stamp_ns`` (None if none is within tolerance).
+
+        Reads a snapshot, so another thread may ``add`` or ``clear`` meanwhile.
+        """
+        samples = list(self._samples)
+        if not samples:
             return None
-        index = min(
-            range(len(self._samples)), key=lambda i: abs(self._samples[i].stamp_ns - stamp_ns)
-        )
-        sample = self._samples[index]
+        index = min(range(len(samples)), key=lambda i: abs(samples[i].stamp_ns - stamp_ns))
+        sample = samples[index]
         if abs(sample.stamp_ns - stamp_ns) > self.tolerance_ns:
             return None
         acceleration = 0.0
         if index > 0:
-            previous = self._samples[index - 1]
+            previous = samples[index - 1]
             dt = (sample.stamp_ns - previous.stamp_ns) * 1e-9
             acceleration = (sample.speed - previous.speed) / dt
         return EgoState(sample.speed, acceleration, sample.yaw_rate, sample)
