@@ -79,8 +79,8 @@ class PlannerNode(Node):
         self.odometry_rate = RateMeter()
         self.inference_ms, self.latency_ms = Percentiles(), Percentiles()
         self.counts = {"sets": 0, "dropped_sets": 0, "plans": 0, "degraded_plans": 0}
-        self.counts |= {"bad_images": 0, "bad_odometry": 0, "no_odometry": 0, "failed_plans": 0}
-        self.counts |= {"no_command": 0}
+        self.counts |= {"bad_images": 0, "bad_odometry": 0, "no_odometry": 0, "no_command": 0}
+        self.counts |= {"failed_plans": 0}
         # One slot between the input callbacks and the inference loop: the newest set only.
         self._pending: _Pending | None = None
         self._pending_ready = threading.Condition()
@@ -125,8 +125,9 @@ class PlannerNode(Node):
     def _create_interfaces(self) -> None:
         p = self.params
         # Every callback is short (copy the bytes, check a JPEG marker, match stamps), so one
-        # executor thread runs them in arrival order and they share the synchroniser and ego
-        # history without locks. Inference runs on the main thread (run_inference).
+        # executor thread runs them in arrival order and they share the synchroniser without
+        # locks. Inference runs on the main thread (run_inference) and reads the ego history
+        # through snapshots; sets reach it through the one-slot hand-over (_submit).
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._incompatible_subscription)
         pub_events = PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher)
         compressed = p["image_transport"] == "compressed"

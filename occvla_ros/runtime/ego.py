@@ -63,6 +63,7 @@ class EgoStateEstimator:
         self._samples.append(sample)
 
     def newest_stamp_ns(self) -> int | None:
+        """Stamp of the newest sample (None when there is none)."""
         samples = list(self._samples)
         return samples[-1].stamp_ns if samples else None
 
