@@ -131,6 +131,12 @@ class PlannerNode(Node):
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._incompatible_subscription)
         pub_events = PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher)
         compressed = p["image_transport"] == "compressed"
+        # Created first: the executor takes ready messages in creation order, so a set's
+        # odometry is taken before the camera image that completes the set.
+        self.create_subscription(
+            Odometry, p["odometry_topic"], self._on_odometry, qos_profile_sensor_data,
+            event_callbacks=sub_events,
+        )  # fmt: skip
         for name in CAMERA_NAMES:
             self.create_subscription(
                 CompressedImage if compressed else Image,
@@ -146,10 +152,6 @@ class PlannerNode(Node):
                 qos_profile_sensor_data,
                 event_callbacks=sub_events,
             )
-        self.create_subscription(
-            Odometry, p["odometry_topic"], self._on_odometry, qos_profile_sensor_data,
-            event_callbacks=sub_events,
-        )  # fmt: skip
         self.create_subscription(
             String, p["command_topic"], self._on_command, 10,
             event_callbacks=sub_events,
