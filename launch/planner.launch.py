@@ -1,13 +1,14 @@
 """ros2 launch occvla_ros planner.launch.py [checkpoint:=DIR] [device:=cuda] [occupancy:=true] ...
 
 The node set, parameter files and remappings come from occvla_ros.ros.node_set, which the
-plain-Python launcher (`occvla launch`) reads too.
+plain-Python launcher (`occvla launch`) reads too. As with `occvla launch`, a node that exits
+(a startup failure, a crash) shuts the whole launch down instead of leaving the others running.
 """
 
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -27,6 +28,7 @@ def _nodes(context):
             remappings=list(planned.spec.remappings),
             output="screen",
             emulate_tty=True,
+            on_exit=Shutdown(reason=f"{planned.spec.name} exited"),
         )
         for planned in plan_nodes(share_dir, values)
     ]

@@ -124,10 +124,11 @@ class PlannerNode(Node):
 
     def _create_interfaces(self) -> None:
         p = self.params
-        # Every callback is short (copy the bytes, check a JPEG marker, match stamps), so one
-        # executor thread runs them in arrival order and they share the synchroniser without
-        # locks. Inference runs on the main thread (run_inference) and reads the ego history
-        # through snapshots; sets reach it through the one-slot hand-over (_submit).
+        # Every callback is short (check a JPEG marker, hand the decoding to the planner's
+        # workers, match stamps), so one executor thread runs them in arrival order and they
+        # share the synchroniser without locks. Inference runs on the main thread
+        # (run_inference) and reads the ego history through snapshots; sets reach it through
+        # the one-slot hand-over (_submit).
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._incompatible_subscription)
         pub_events = PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher)
         compressed = p["image_transport"] == "compressed"
@@ -193,7 +194,9 @@ class PlannerNode(Node):
             key = f"image:{name}:{str(error)[:24]}"
             self._bad_input(key, f"bad image on {name}: {error}", "bad_images")
             return
-        synced, was_reset = self.sync.add(name, stamp_to_ns(message.header.stamp), frame)
+        # Decoding starts now, on the planner's workers, while the other cameras are in flight.
+        view = self.planner.prepare_view(name, frame)
+        synced, was_reset = self.sync.add(name, stamp_to_ns(message.header.stamp), view)
         if was_reset:
             self.ego.clear()
             text = f"camera stamps went backwards on {name} (bag loop?): synchroniser reset"

@@ -1,5 +1,9 @@
 """The Planner: camera frames + ego state -> meta-action, waypoints (+ occupancy), no ROS.
 
+Views: the six frames are decoded and resized on a small pool of worker threads (OpenCV releases
+the GIL), and a caller that receives cameras one by one, like the ROS node, can start each view
+with :meth:`Planner.prepare_view` as it arrives, so decoding overlaps the wait for the others.
+
 Device/dtype: ``device="auto"`` picks CUDA with bfloat16 when a GPU is present, else CPU with
 float32 (CPU bf16 matmuls are slower than fp32 on most CPUs). An explicit ``"cpu"`` or
 ``"cuda:N"`` is honoured, with a ConfigError when that device does not exist.
@@ -9,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -25,13 +30,7 @@ from occvla_ros.constants import (
     OCC_RANGE_MIN,
     OCC_VOXEL_SIZE,
 )
-from occvla_ros.data.images import (
-    FRAME_ENCODINGS,
-    frame_to_rgb,
-    jpeg_size,
-    normalize,
-    reduction_factor,
-)
+from occvla_ros.data.images import FRAME_ENCODINGS, decode_jpeg, frame_to_rgb, normalize
 from occvla_ros.data.labels import GO_STRAIGHT
 from occvla_ros.errors import ConfigError, DataError
 from occvla_ros.meta_action import MetaAction
@@ -46,8 +45,6 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
-_REDUCED_BGR = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                2: cv2.IMREAD_REDUCED_COLOR_2, 1: cv2.IMREAD_COLOR}  # fmt: skip
 
 # Horizontal field of view of the nuScenes rig the checkpoints are trained on (fx ~1260 px for
 # five cameras and ~809 px for CAM_BACK, at 1600 px width).
@@ -98,16 +95,6 @@ def select_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     return chosen, torch.bfloat16 if chosen.type == "cuda" else torch.float32
 
 
-def decode_jpeg(data: bytes, size: int, name: str = "<bytes>") -> np.ndarray:
-    """BGR uint8 of JPEG bytes, decoded at the strongest reduction keeping both sides >= size."""
-    width, height = jpeg_size(data, name)
-    flag = _REDUCED_BGR[reduction_factor(width, height, size)]
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
-    if image is None:
-        raise DataError(f"image {name} could not be decoded (corrupt JPEG data)")
-    return image
-
-
 def frame_to_model_rgb(frame: CameraFrame, size: int, name: str) -> np.ndarray:
     """RGB uint8 [size, size, 3]; DataError naming the camera on bad data."""
     if frame.encoding not in ENCODINGS:
@@ -133,7 +120,10 @@ def horizontal_fov_deg(fx: float, width: int) -> float:
 
 
 class Planner:
-    """Wraps a loaded OccVLA checkpoint. Not thread-safe: call ``plan`` from one thread."""
+    """Wraps a loaded OccVLA checkpoint.
+
+    Call ``plan`` from one thread; ``prepare_view`` may be called from any thread.
+    """
 
     def __init__(
         self,
@@ -153,6 +143,9 @@ class Planner:
         self.image_size = self.config.image_size
         self.checkpoint = Path(checkpoint)
         self.uses_command = self.config.prompt.use_command
+        self._view_workers = ThreadPoolExecutor(
+            max_workers=min(NUM_CAMERAS, os.cpu_count() or 1), thread_name_prefix="occvla_views"
+        )
         logger.info(
             "planner: %s model from %s on %s (%s)",
             self.config.preset,
@@ -169,29 +162,43 @@ class Planner:
     def has_occupancy(self) -> bool:
         return self.model.occupancy is not None
 
+    def prepare_view(self, name: str, frame: CameraFrame) -> Future[np.ndarray]:
+        """Start decoding and resizing one camera's frame on a worker thread.
+
+        The future's result is RGB uint8 [S, S, 3]; it raises DataError naming the camera on bad
+        data. Pass the future to ``plan`` in place of the frame.
+        """
+        return self._view_workers.submit(frame_to_model_rgb, frame, self.image_size, name)
+
     def preprocess(
-        self, frames: Sequence[CameraFrame], camera_order: Sequence[str] = CAMERA_NAMES
+        self,
+        frames: Sequence[CameraFrame | Future[np.ndarray]],
+        camera_order: Sequence[str] = CAMERA_NAMES,
     ) -> torch.Tensor:
-        """float32 [1, 6, 3, S, S] in the model's camera order."""
+        """float32 [1, 6, 3, S, S] in the model's camera order, from frames or prepared views."""
         if len(frames) != NUM_CAMERAS or sorted(camera_order) != sorted(CAMERA_NAMES):
             raise DataError(
                 f"expected {NUM_CAMERAS} frames for cameras {CAMERA_NAMES}, got {len(frames)} "
                 f"frames for {list(camera_order)}"
             )
-        by_name = dict(zip(camera_order, frames, strict=True))
-        rgb = [frame_to_model_rgb(by_name[name], self.image_size, name) for name in CAMERA_NAMES]
-        return normalize(rgb).unsqueeze(0)  # [1, 6, 3, S, S]
+        views = {
+            name: frame if isinstance(frame, Future) else self.prepare_view(name, frame)
+            for name, frame in zip(camera_order, frames, strict=True)
+        }
+        return normalize([views[name].result() for name in CAMERA_NAMES]).unsqueeze(0)
 
     def plan(
         self,
-        frames: Sequence[CameraFrame] | Mapping[str, CameraFrame],
+        frames: Sequence[CameraFrame | Future[np.ndarray]]
+        | Mapping[str, CameraFrame | Future[np.ndarray]],
         ego_state: Sequence[float],
         *,
         camera_order: Sequence[str] = CAMERA_NAMES,
         command: str | None = None,
         with_occupancy: bool = False,
     ) -> Plan:
-        """Frames in ``camera_order`` (or name -> frame); ego = (speed, accel, yaw rate)."""
+        """Frames or prepared views in ``camera_order`` (or name -> either); ego = (speed, accel,
+        yaw rate)."""
         start = time.perf_counter()
         if isinstance(frames, Mapping):
             camera_order, frames = list(frames), list(frames.values())

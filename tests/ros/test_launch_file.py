@@ -40,6 +40,7 @@ def launch_doubles(monkeypatch):
             "DeclareLaunchArgument": _Recorded,
             "OpaqueFunction": _Recorded,
             "SetEnvironmentVariable": _Recorded,
+            "Shutdown": _Recorded,
         },
         "launch.substitutions": {"LaunchConfiguration": _LaunchConfiguration},
         "launch_ros": {},
@@ -81,6 +82,9 @@ def test_launch_file_and_launcher_start_the_same_nodes(launch_doubles, installed
         command = node_command(plan)
         assert node.kwargs["name"] == plan.spec.name
         assert node.kwargs["executable"] == plan.spec.executable
+        # Like the launcher: one node's exit ends the launch.
+        assert type(node.kwargs["on_exit"]).__name__ == "_Recorded"
+        assert node.kwargs["on_exit"].kwargs["reason"] == f"{plan.spec.name} exited"
         assert all(["--params-file", f] == command[i : i + 2] for f in files
                    for i in [command.index(f) - 1])  # fmt: skip
         for key, value in overrides.items():

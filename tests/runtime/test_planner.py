@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 import pytest
@@ -77,6 +79,28 @@ def test_camera_order_is_by_name(planner):
     reversed_names = list(reversed(CAMERA_NAMES))
     reversed_frames = [CameraFrame(i, "rgb8") for i in reversed(images)]
     torch.testing.assert_close(planner.preprocess(reversed_frames, reversed_names), by_model_order)
+
+
+def test_views_prepared_ahead_plan_exactly_like_the_frames(planner):
+    jpegs = [cv2.imencode(".jpg", image)[1].tobytes() for image in camera_images(5)]
+    frames = {name: CameraFrame(data, JPEG) for name, data in zip(CAMERA_NAMES, jpegs)}
+    direct = planner.plan(frames, (4.0, 0.0, 0.0))
+    # Started out of order from another thread, as the node's callbacks do.
+    views = {}
+    worker = threading.Thread(
+        target=lambda: views.update(
+            {name: planner.prepare_view(name, frames[name]) for name in reversed(CAMERA_NAMES)}
+        )
+    )
+    worker.start()
+    worker.join()
+    mixed = {**views, "CAM_BACK": frames["CAM_BACK"]}  # prepared views and frames together
+    prepared = planner.plan(mixed, (4.0, 0.0, 0.0))
+    np.testing.assert_array_equal(prepared.waypoints, direct.waypoints)
+    assert prepared.meta_action == direct.meta_action
+    corrupt = planner.prepare_view("CAM_FRONT", CameraFrame(b"\xff\xd8\xff\xe0" * 50, JPEG))
+    with pytest.raises(DataError, match="CAM_FRONT"):
+        planner.plan({**views, "CAM_FRONT": corrupt}, (4.0, 0.0, 0.0))
 
 
 @pytest.mark.parametrize(
