@@ -83,7 +83,7 @@ def test_camera_order_is_by_name(planner):
 
 def test_views_prepared_ahead_plan_exactly_like_the_frames(planner):
     jpegs = [cv2.imencode(".jpg", image)[1].tobytes() for image in camera_images(5)]
-    frames = {name: CameraFrame(data, JPEG) for name, data in zip(CAMERA_NAMES, jpegs)}
+    frames = {name: CameraFrame(data, JPEG) for name, data in zip(CAMERA_NAMES, jpegs, strict=True)}
     direct = planner.plan(frames, (4.0, 0.0, 0.0))
     # Started out of order from another thread, as the node's callbacks do.
     views = {}
