@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("occvla_ros.evaluation.command", "score a checkpoint on a split; write a report"),
     "model-info": ("occvla_ros.model.info", "parameter counts of an OccVLA preset or config"),
     "launch": ("occvla_ros.ros.launcher", "start the ROS 2 nodes (without ros2 launch)"),
+    "bag": ("occvla_ros.bags.command", "convert nuScenes to a rosbag2 bag; play a bag into ROS 2"),
     "train-ego-baseline": (
         "occvla_ros.evaluation.baselines",
         "train the ego-status-only MLP planning baseline",

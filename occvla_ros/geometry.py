@@ -95,3 +95,17 @@ def transform_points(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
 def wrap_angle(angle: float | np.ndarray) -> float | np.ndarray:
     """Angle(s) wrapped to [-pi, pi)."""
     return (np.asarray(angle) + np.pi) % (2 * np.pi) - np.pi
+
+
+def path_headings(points: np.ndarray, start_heading: float) -> np.ndarray:
+    """Heading of each waypoint: direction from the previous point (the origin for the first);
+    a step shorter than 1 cm keeps the previous heading (standing still)."""
+    previous = np.vstack([np.zeros((1, 2)), points[:-1]])
+    steps = points - previous
+    headings = np.empty(len(points))
+    heading = start_heading
+    for index, (dx, dy) in enumerate(steps):
+        if np.hypot(dx, dy) >= 0.01:
+            heading = float(np.arctan2(dy, dx))
+        headings[index] = heading
+    return headings

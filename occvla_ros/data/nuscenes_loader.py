@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,14 +94,22 @@ def load_records(
     split: str,
     options: LoaderOptions | None = None,
     *,
+    scene_names: Sequence[str] | None = None,
     progress: bool = False,
+    nusc=None,
 ) -> list[KeyframeRecord]:
-    """Records of every keyframe of the split's scenes, scene by scene in time order."""
+    """Records of every keyframe of the split's scenes (only ``scene_names`` of them when
+    given), scene by scene in time order. ``nusc``: an already opened devkit object."""
     dataroot = Path(dataroot).absolute()
     options = (options or LoaderOptions()).resolved(dataroot)
-    nusc = open_nuscenes(dataroot, version)
+    nusc = nusc or open_nuscenes(dataroot, version)
     wanted = split_scene_names(version, split)
-    scenes = [s for s in nusc.scene if wanted is None or s["name"] in wanted]
+    scenes = [
+        s
+        for s in nusc.scene
+        if (wanted is None or s["name"] in wanted)
+        and (scene_names is None or s["name"] in scene_names)
+    ]
     if not scenes:
         raise DataError(
             f"split {split!r} has no scene in {dataroot / version} (mini datasets use "

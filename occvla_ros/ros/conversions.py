@@ -18,7 +18,12 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from occvla_ros.constants import OCC3D_CLASS_COLORS, OCC3D_CLASS_NAMES
 from occvla_ros.errors import DataError
-from occvla_ros.geometry import quat_wxyz_to_yaw, ros_xyzw_to_quat_wxyz, yaw_to_quat_wxyz
+from occvla_ros.geometry import (
+    path_headings,
+    quat_wxyz_to_yaw,
+    ros_xyzw_to_quat_wxyz,
+    yaw_to_quat_wxyz,
+)
 from occvla_ros.runtime.ego import OdometrySample
 from occvla_ros.runtime.planner import JPEG, CameraFrame
 
@@ -81,20 +86,6 @@ def waypoints_to_frame(waypoints: np.ndarray, sample: OdometrySample) -> np.ndar
     yaw = quat_wxyz_to_yaw(sample.orientation_wxyz)
     rotation = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
     return waypoints @ rotation.T + np.asarray(sample.position[:2])
-
-
-def path_headings(points: np.ndarray, start_heading: float) -> np.ndarray:
-    """Heading of each waypoint: direction from the previous point (the origin for the first);
-    a step shorter than 1 cm keeps the previous heading (standing still)."""
-    previous = np.vstack([np.zeros((1, 2)), points[:-1]])
-    steps = points - previous
-    headings = np.empty(len(points))
-    heading = start_heading
-    for index, (dx, dy) in enumerate(steps):
-        if np.hypot(dx, dy) >= 0.01:
-            heading = float(np.arctan2(dy, dx))
-        headings[index] = heading
-    return headings
 
 
 def path_message(

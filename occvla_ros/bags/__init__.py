@@ -1,0 +1,1 @@
+"""nuScenes -> rosbag2 conversion (and, in occvla_ros.ros.bag_player, replay)."""

@@ -1,0 +1,171 @@
+"""Replays a rosbag2 bag into ROS 2 in real time, for machines without ``ros2 bag play``.
+
+Reads MCAP or sqlite3 bags with ``rosbags`` and publishes each message's serialised CDR bytes
+as recorded (no deserialisation) at its log time, scaled by ``rate``, with ``/clock`` following
+the bag (for nodes started with ``use_sim_time:=true``), like ``ros2 bag play --clock``. A topic
+whose message type has no Python class here (``tf2_msgs`` on machines without a ROS install) is
+skipped with one log line; the planner needs only the cameras and odometry. Every topic is
+published reliable (which best-effort subscribers also receive), ``/tf_static`` transient-local.
+With ``loop`` the bag restarts at its end: stamps go backwards, as in ``ros2 bag play --loop``.
+Unlike ``ros2 bag play``, a pause longer than ``max_gap_s`` between two messages (the time
+between two nuScenes scenes of one bag: minutes to days) is shortened to ``max_gap_s`` of wall
+time; the stamps and ``/clock`` jump forward.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from occvla_ros.errors import ConfigError, DataError
+
+LOGGER = logging.getLogger(__name__)
+CLOCK_PERIOD_S = 0.02  # /clock ticks at least this often while waiting for the next message
+
+
+@dataclass
+class PlaybackReport:
+    published: Counter = field(default_factory=Counter)  # topic -> messages
+    skipped_topics: dict[str, str] = field(default_factory=dict)  # topic -> why
+    loops: int = 0
+
+
+def message_class(msgtype: str):
+    """The rclpy message class of ``pkg/msg/Name``, or None when it is not installed."""
+    package, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def play(
+    bag: str | Path,
+    *,
+    rate: float = 1.0,
+    loop: bool = False,
+    delay_s: float = 0.5,
+    max_gap_s: float = 1.0,
+    wait_for: Sequence[str] = (),
+    wait_timeout_s: float = 30.0,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> PlaybackReport:
+    """Publish the bag (rclpy must be initialised); returns what was published."""
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from rosbags.rosbag2 import Reader, ReaderError
+    from rosgraph_msgs.msg import Clock
+
+    if not rate > 0 or not max_gap_s > 0:
+        raise ConfigError(f"rate and max gap must be positive, got {rate} and {max_gap_s}")
+    bag = Path(bag)
+    if not (bag / "metadata.yaml").is_file():
+        raise DataError(f"{bag} is not a rosbag2 directory (no metadata.yaml)")
+    report = PlaybackReport()
+    node = Node("occvla_bag_player")
+    try:
+        try:
+            reader = Reader(bag)
+            reader.open()
+        except ReaderError as error:
+            raise DataError(f"cannot read bag {bag}: {error}") from error
+        publishers = {}
+        for connection in reader.connections:
+            kind = message_class(connection.msgtype)
+            if kind is None:
+                report.skipped_topics[connection.topic] = (
+                    f"no Python class for {connection.msgtype}"
+                )
+                LOGGER.info(
+                    "not publishing %s: %s",
+                    connection.topic,
+                    report.skipped_topics[connection.topic],
+                )
+                continue
+            qos = QoSProfile(depth=10)
+            if connection.topic == "/tf_static":
+                qos.durability = DurabilityPolicy.TRANSIENT_LOCAL
+            publishers[connection.id] = (
+                node.create_publisher(kind, connection.topic, qos),
+                connection.topic,
+            )
+        playback = _Playback(
+            publishers, node.create_publisher(Clock, "/clock", 10), rate, max_gap_s
+        )
+        _wait_for_subscribers(publishers, wait_for, wait_timeout_s)
+        time.sleep(delay_s)  # let subscribers discover the publishers
+        while not should_stop():
+            playback.once(reader, report, should_stop)
+            if not loop or should_stop():
+                break
+            report.loops += 1
+        reader.close()
+    finally:
+        node.destroy_node()
+    return report
+
+
+def play_until_shutdown(bag: str | Path, **options) -> PlaybackReport:
+    """``play`` in this process's default rclpy context, stopping at Ctrl-C (the CLI's entry)."""
+    import rclpy
+
+    rclpy.init()
+    try:
+        return play(bag, should_stop=lambda: not rclpy.ok(), **options)
+    finally:
+        rclpy.try_shutdown()
+
+
+def _wait_for_subscribers(publishers: dict, topics: Sequence[str], timeout_s: float) -> None:
+    by_topic = {topic: publisher for publisher, topic in publishers.values()}
+    unknown = sorted(set(topics) - set(by_topic))
+    if unknown:
+        raise ConfigError(f"cannot wait for {unknown}: not published from this bag")
+    deadline = time.monotonic() + timeout_s
+    waiting = list(topics)
+    while waiting := [t for t in waiting if by_topic[t].get_subscription_count() == 0]:
+        if time.monotonic() > deadline:
+            raise DataError(f"no subscriber on {waiting} within {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
+class _Playback:
+    def __init__(self, publishers: dict, clock, rate: float, max_gap_s: float) -> None:
+        self.publishers, self.clock, self.rate = publishers, clock, rate
+        self.max_gap_ns = int(max_gap_s * 1e9)
+
+    def tick(self, stamp_ns: int) -> None:
+        from builtin_interfaces.msg import Time
+        from rosgraph_msgs.msg import Clock
+
+        sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+        self.clock.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
+
+    def once(self, reader, report: PlaybackReport, should_stop: Callable[[], bool]) -> None:
+        """Publish the whole bag once, on its own timeline scaled by the rate."""
+        start_wall = time.monotonic()
+        start_ns = previous_ns = None  # the bag time that start_wall stands for; the last stamp
+        for connection, stamp_ns, data in reader.messages():
+            if start_ns is None:
+                start_ns = previous_ns = stamp_ns
+            if stamp_ns - previous_ns > self.max_gap_ns:
+                start_ns += stamp_ns - previous_ns - self.max_gap_ns
+                LOGGER.info("a %.1f s gap in the bag: shortened", (stamp_ns - previous_ns) * 1e-9)
+            previous_ns = stamp_ns
+            due = start_wall + (stamp_ns - start_ns) * 1e-9 / self.rate
+            while (wait := due - time.monotonic()) > 0:
+                if should_stop():
+                    return
+                # /clock keeps moving between sparse messages (timers under use_sim_time).
+                self.tick(start_ns + int((time.monotonic() - start_wall) * self.rate * 1e9))
+                time.sleep(min(wait, CLOCK_PERIOD_S))
+            self.tick(stamp_ns)
+            if connection.id in self.publishers:
+                publisher, topic = self.publishers[connection.id]
+                publisher.publish(bytes(data))
+                report.published[topic] += 1
