@@ -82,3 +82,16 @@ OCC3D_CLASS_COLORS: tuple[tuple[int, int, int], ...] = (
 # SigLIP (PaliGemma's vision tower) normalisation: pixels in [0, 1] -> [-1, 1].
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
+
+
+# Default ROS 2 topics (image_transport naming for the cameras): the planner's parameter defaults
+# and the topics of converted nuScenes bags, so a bag plays into the planner without remapping.
+ODOMETRY_TOPIC = "/odom"
+
+
+def camera_image_topic(camera: str) -> str:
+    return f"/{camera}/image_rect/compressed"
+
+
+def camera_info_topic(camera: str) -> str:
+    return f"/{camera}/camera_info"

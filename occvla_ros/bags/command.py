@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
-LOGGER = logging.getLogger("occvla.bag")
-
 
 def add_arguments(parser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)

@@ -30,7 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from occvla_ros.constants import CAMERA_NAMES, LIDAR_NAME
+from occvla_ros.constants import (
+    CAMERA_NAMES,
+    LIDAR_NAME,
+    ODOMETRY_TOPIC,
+    camera_image_topic,
+    camera_info_topic,
+)
 from occvla_ros.data.images import jpeg_size, read_jpeg_bytes
 from occvla_ros.data.nuscenes_loader import (
     DIFFERENCING_HALF_WINDOW,
@@ -44,17 +50,9 @@ from occvla_ros.geometry import path_headings, quat_wxyz_to_yaw, yaw_to_quat_wxy
 
 LOGGER = logging.getLogger(__name__)
 MAP_FRAME, BASE_FRAME = "map", "base_link"
-ODOMETRY_TOPIC, GT_TOPIC = "/odom", "/gt_trajectory"
+GT_TOPIC = "/gt_trajectory"
 ODOMETRY_CHANNEL = "CAM_FRONT"  # its sample_data (12 Hz with sweeps) carry the odometry poses
 STORAGES = ("mcap", "sqlite3")
-
-
-def image_topic(camera: str) -> str:
-    return f"/{camera}/image_rect/compressed"
-
-
-def info_topic(camera: str) -> str:
-    return f"/{camera}/camera_info"
 
 
 @dataclass
@@ -74,7 +72,6 @@ class _Messages:
     """Builds the bag's messages as ``rosbags`` typestore instances."""
 
     def __init__(self, typestore) -> None:
-        self.typestore = typestore
         self.t = typestore.types
 
     def header(self, stamp_ns: int, frame_id: str):
@@ -197,12 +194,12 @@ class _SceneWriter:
             calib = self.nusc.get("calibrated_sensor", data["calibrated_sensor_token"])
             yield (
                 stamp_ns,
-                image_topic(camera),
+                camera_image_topic(camera),
                 self.messages.compressed_image(stamp_ns, camera, jpeg),
             )
             yield (
                 stamp_ns,
-                info_topic(camera),
+                camera_info_topic(camera),
                 self.messages.camera_info(
                     stamp_ns, camera, width, height, calib["camera_intrinsic"]
                 ),
@@ -265,8 +262,8 @@ class _SceneWriter:
 
 
 TOPIC_TYPES = {
-    **{image_topic(c): "sensor_msgs/msg/CompressedImage" for c in CAMERA_NAMES},
-    **{info_topic(c): "sensor_msgs/msg/CameraInfo" for c in CAMERA_NAMES},
+    **{camera_image_topic(c): "sensor_msgs/msg/CompressedImage" for c in CAMERA_NAMES},
+    **{camera_info_topic(c): "sensor_msgs/msg/CameraInfo" for c in CAMERA_NAMES},
     ODOMETRY_TOPIC: "nav_msgs/msg/Odometry",
     "/tf": "tf2_msgs/msg/TFMessage",
     "/tf_static": "tf2_msgs/msg/TFMessage",

@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
-from occvla_ros.constants import CAMERA_NAMES
+from occvla_ros.constants import (
+    CAMERA_NAMES,
+    ODOMETRY_TOPIC,
+    camera_image_topic,
+    camera_info_topic,
+)
 from occvla_ros.runtime.planner import DTYPES
 
 IMAGE_TRANSPORTS = ("compressed", "raw")
@@ -27,7 +32,7 @@ PLANNER_PARAMETERS: dict[str, tuple[object, str, bool]] = {
     "image_transport": ("compressed", "compressed (sensor_msgs/CompressedImage JPEG) or raw", True),
     **{
         camera_topic_parameter(name, "topic"): (
-            f"/{name}/image_rect/compressed",
+            camera_image_topic(name),
             f"image topic feeding the model's {name} slot",
             True,
         )
@@ -35,13 +40,13 @@ PLANNER_PARAMETERS: dict[str, tuple[object, str, bool]] = {
     },
     **{
         camera_topic_parameter(name, "info_topic"): (
-            f"/{name}/camera_info",
+            camera_info_topic(name),
             f"sensor_msgs/CameraInfo of the {name} camera (field-of-view check)",
             True,
         )
         for name in CAMERA_NAMES
     },
-    "odometry_topic": ("/odom", "nav_msgs/Odometry: ego speed, yaw rate and pose", True),
+    "odometry_topic": (ODOMETRY_TOPIC, "nav_msgs/Odometry: ego speed, yaw rate and pose", True),
     "command_topic": (
         "~/command",
         "std_msgs/String navigation command; used only by checkpoints trained with commands",

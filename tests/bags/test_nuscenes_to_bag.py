@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from occvla_ros.bags.nuscenes_to_bag import GT_TOPIC, convert, image_topic, info_topic
-from occvla_ros.constants import CAMERA_NAMES
+from occvla_ros.bags.nuscenes_to_bag import GT_TOPIC, convert
+from occvla_ros.constants import CAMERA_NAMES, camera_image_topic, camera_info_topic
 from occvla_ros.data.nuscenes_loader import load_records
 from occvla_ros.errors import ConfigError, DataError
 from occvla_ros.geometry import quat_wxyz_to_yaw
@@ -68,7 +68,7 @@ def test_every_camera_image_is_in_the_bag_as_stored(converted, synthetic_dataroo
     expected = scene_camera_data(synthetic_dataroot, SCENE)
     assert report.scenes == [SCENE] and not report.skipped_images
     for camera in CAMERA_NAMES:
-        images, infos = messages[image_topic(camera)], messages[info_topic(camera)]
+        images, infos = messages[camera_image_topic(camera)], messages[camera_info_topic(camera)]
         assert len(images) == len(infos) == len(expected[camera]) > 20  # sweeps included
         for (log_ns, image), data in zip(images, expected[camera], strict=True):
             assert log_ns == stamp_ns(image.header) == data["timestamp"] * 1000
@@ -131,7 +131,7 @@ def test_humble_sqlite3_bag_reads_back_with_rosbags(synthetic_dataroot, tmp_path
     keyframes = sum(
         d["is_key_frame"] for d in scene_camera_data(synthetic_dataroot, SCENE)["CAM_BACK"]
     )
-    assert counts[image_topic("CAM_BACK")] == keyframes  # no sweeps
+    assert counts[camera_image_topic("CAM_BACK")] == keyframes  # no sweeps
     assert stamps == sorted(stamps)
 
 
@@ -146,7 +146,10 @@ def test_a_missing_image_is_skipped_and_counted(synthetic_dataroot, tmp_path):
         and victim["filename"].split("/")[-1] in report.skipped_images[0]
     )
     messages = read_mcap(tmp_path / "bag")
-    assert len(messages[image_topic("CAM_BACK")]) == len(messages[image_topic("CAM_FRONT")]) - 1
+    assert (
+        len(messages[camera_image_topic("CAM_BACK")])
+        == len(messages[camera_image_topic("CAM_FRONT")]) - 1
+    )
 
 
 def test_bad_arguments_are_clear(synthetic_dataroot, tmp_path):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from occvla_ros.bags.nuscenes_to_bag import GT_TOPIC, convert, image_topic
-from occvla_ros.constants import CAMERA_NAMES, NUM_WAYPOINTS
+from occvla_ros.bags.nuscenes_to_bag import GT_TOPIC, convert
+from occvla_ros.constants import CAMERA_NAMES, NUM_WAYPOINTS, camera_image_topic
 from occvla_ros.ros.conversions import stamp_to_ns
 from tests.ros.rig import Outputs
 from tests.support.ros import ProcessHandle, RosProbe, python_module_command
@@ -28,7 +28,7 @@ def test_a_converted_scene_replays_into_the_planner(
     bag = tmp_path / "bag"
     report = convert(synthetic_dataroot, "v1.0-mini", bag, scene_names=[SCENE])
     with Reader(bag) as reader:
-        front = [c for c in reader.connections if c.topic == image_topic("CAM_FRONT")]
+        front = [c for c in reader.connections if c.topic == camera_image_topic("CAM_FRONT")]
         camera_stamps = {stamp for _, stamp, _ in reader.messages(connections=front)}
     probe = RosProbe()
     outputs = Outputs(probe)
@@ -50,7 +50,7 @@ def test_a_converted_scene_replays_into_the_planner(
         player = ProcessHandle(
             [
                 *python_module_command("occvla_ros.cli", "bag", "play", str(bag)),
-                *("--wait-for", GT_TOPIC, "/odom", *map(image_topic, CAMERA_NAMES)),
+                *("--wait-for", GT_TOPIC, "/odom", *map(camera_image_topic, CAMERA_NAMES)),
             ],
             tmp_path / "play.log",
         )
