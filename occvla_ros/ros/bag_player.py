@@ -66,37 +66,29 @@ def play(
     bag = Path(bag)
     if not (bag / "metadata.yaml").is_file():
         raise DataError(f"{bag} is not a rosbag2 directory (no metadata.yaml)")
+    try:
+        reader = Reader(bag)
+        reader.open()
+    except ReaderError as error:
+        raise DataError(f"cannot read bag {bag}: {error}") from error
     report = PlaybackReport()
     node = Node("occvla_bag_player")
     try:
-        try:
-            reader = Reader(bag)
-            reader.open()
-        except ReaderError as error:
-            raise DataError(f"cannot read bag {bag}: {error}") from error
         publishers = {}
         for connection in reader.connections:
             kind = message_class(connection.msgtype)
             if kind is None:
-                report.skipped_topics[connection.topic] = (
-                    f"no Python class for {connection.msgtype}"
-                )
-                LOGGER.info(
-                    "not publishing %s: %s",
-                    connection.topic,
-                    report.skipped_topics[connection.topic],
-                )
+                why = f"no Python class for {connection.msgtype}"
+                report.skipped_topics[connection.topic] = why
+                LOGGER.info("not publishing %s: %s", connection.topic, why)
                 continue
             qos = QoSProfile(depth=10)
             if connection.topic == "/tf_static":
                 qos.durability = DurabilityPolicy.TRANSIENT_LOCAL
-            publishers[connection.id] = (
-                node.create_publisher(kind, connection.topic, qos),
-                connection.topic,
-            )
-        playback = _Playback(
-            publishers, node.create_publisher(Clock, "/clock", 10), rate, max_gap_s
-        )
+            publisher = node.create_publisher(kind, connection.topic, qos)
+            publishers[connection.id] = (publisher, connection.topic)
+        clock = node.create_publisher(Clock, "/clock", 10)
+        playback = _Playback(publishers, clock, rate, max_gap_s)
         _wait_for_subscribers(publishers, wait_for, wait_timeout_s)
         time.sleep(delay_s)  # let subscribers discover the publishers
         while not should_stop():
@@ -104,8 +96,8 @@ def play(
             if not loop or should_stop():
                 break
             report.loops += 1
-        reader.close()
     finally:
+        reader.close()
         node.destroy_node()
     return report
 

@@ -175,6 +175,9 @@ def test_play_refuses_bad_arguments_clearly(converted, tmp_path):
         play(bag, rate=0.0)
     with pytest.raises(DataError, match="not a rosbag2 directory"):
         play(tmp_path)
+    (tmp_path / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 99}\n")
+    with pytest.raises(DataError, match="cannot read bag"):
+        play(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "occvla_ros.cli", "bag", "play", str(bag), "--wait-for", "/nope"],
         capture_output=True, text=True, timeout=60,
