@@ -185,3 +185,26 @@ def test_play_refuses_bad_arguments_clearly(converted, tmp_path):
     assert result.returncode == 2
     assert "cannot wait for ['/nope']: not published from this bag" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_loop_plays_the_bag_again_until_stopped(synthetic_dataroot, tmp_path):
+    import time
+
+    import rclpy
+
+    from occvla_ros.ros.bag_player import message_class, play
+
+    bag = tmp_path / "keyframes"
+    report = convert(synthetic_dataroot, "v1.0-mini", bag, scene_names=[SCENE], keyframes_only=True)
+    rclpy.init()
+    deadline = time.monotonic() + 2.0  # the 8 s scene takes 0.2 s at 40x
+    try:
+        played = play(bag, rate=40.0, loop=True, delay_s=0.0,
+                      should_stop=lambda: time.monotonic() > deadline)  # fmt: skip
+    finally:
+        rclpy.try_shutdown()
+    assert played.loops >= 2
+    topic = camera_image_topic("CAM_FRONT")
+    assert played.published[topic] >= (played.loops) * report.messages[topic]
+    without_tf = message_class("tf2_msgs/msg/TFMessage") is None  # no ROS install
+    assert set(played.skipped_topics) == ({"/tf", "/tf_static"} if without_tf else set())
