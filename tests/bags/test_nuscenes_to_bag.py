@@ -205,6 +205,6 @@ def test_loop_plays_the_bag_again_until_stopped(synthetic_dataroot, tmp_path):
         rclpy.try_shutdown()
     assert played.loops >= 2
     topic = camera_image_topic("CAM_FRONT")
-    assert played.published[topic] >= (played.loops) * report.messages[topic]
+    assert played.published[topic] >= played.loops * report.messages[topic]
     without_tf = message_class("tf2_msgs/msg/TFMessage") is None  # no ROS install
     assert set(played.skipped_topics) == ({"/tf", "/tf_static"} if without_tf else set())
