@@ -271,6 +271,34 @@ TOPIC_TYPES = {
 }
 
 
+def _offered_qos(topic: str) -> list:
+    """What the bag records as the publisher's QoS: reliable; /tf_static latched (as tf2 does)."""
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
+
+    infinite = QosTime(sec=2_147_483_647, nsec=4_294_967_295)  # rosbag2's "no limit"
+    latched = topic == "/tf_static"
+    return [
+        Qos(
+            history=QosHistory.KEEP_LAST,
+            depth=1 if latched else 10,
+            reliability=QosReliability.RELIABLE,
+            durability=QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
+            deadline=infinite,
+            lifespan=infinite,
+            liveliness=QosLiveliness.AUTOMATIC,
+            liveliness_lease_duration=infinite,
+            avoid_ros_namespace_conventions=False,
+        )
+    ]
+
+
 def convert(
     dataroot: str | Path,
     version: str,
@@ -315,7 +343,9 @@ def convert(
         raise ConfigError(f"cannot write a bag at {out}: {error}") from error
     with writer:
         connections = {
-            topic: writer.add_connection(topic, msgtype, typestore=typestore)
+            topic: writer.add_connection(
+                topic, msgtype, typestore=typestore, offered_qos_profiles=_offered_qos(topic)
+            )
             for topic, msgtype in TOPIC_TYPES.items()
         }
         scene_writer = _SceneWriter(nusc, messages, report, keyframes_only)

@@ -4,8 +4,9 @@ Reads MCAP or sqlite3 bags with ``rosbags`` and publishes each message's seriali
 as recorded (no deserialisation) at its log time, scaled by ``rate``, with ``/clock`` following
 the bag (for nodes started with ``use_sim_time:=true``), like ``ros2 bag play --clock``. A topic
 whose message type has no Python class here (``tf2_msgs`` on machines without a ROS install) is
-skipped with one log line; the planner needs only the cameras and odometry. Every topic is
-published reliable (which best-effort subscribers also receive), ``/tf_static`` transient-local.
+skipped with one log line; the planner needs only the cameras and odometry. Each topic keeps the
+reliability and durability recorded in the bag (``occvla bag convert`` records reliable, and
+transient-local for ``/tf_static``); without a record it is reliable and volatile.
 With ``loop`` the bag restarts at its end: stamps go backwards, as in ``ros2 bag play --loop``.
 Unlike ``ros2 bag play``, a pause longer than ``max_gap_s`` between two messages (the time
 between two nuScenes scenes of one bag: minutes to days) is shortened to ``max_gap_s`` of wall
@@ -21,8 +22,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from occvla_ros.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from rclpy.qos import QoSProfile
 
 LOGGER = logging.getLogger(__name__)
 CLOCK_PERIOD_S = 0.02  # /clock ticks at least this often while waiting for the next message
@@ -44,6 +49,28 @@ def message_class(msgtype: str):
         return None
 
 
+def recorded_qos(profiles: Sequence) -> QoSProfile:
+    """The publisher QoS for a topic: the reliability and durability recorded for its first
+    publisher, else reliable and volatile; depth 10."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    qos = QoSProfile(depth=10)
+    if profiles:
+        # rosbags' enums carry rmw's values, which rclpy's policies share.
+        recorded = profiles[0]
+        if recorded.reliability.value in (
+            ReliabilityPolicy.RELIABLE,
+            ReliabilityPolicy.BEST_EFFORT,
+        ):
+            qos.reliability = ReliabilityPolicy(recorded.reliability.value)
+        if recorded.durability.value in (
+            DurabilityPolicy.TRANSIENT_LOCAL,
+            DurabilityPolicy.VOLATILE,
+        ):
+            qos.durability = DurabilityPolicy(recorded.durability.value)
+    return qos
+
+
 def play(
     bag: str | Path,
     *,
@@ -57,7 +84,6 @@ def play(
 ) -> PlaybackReport:
     """Publish the bag (rclpy must be initialised); returns what was published."""
     from rclpy.node import Node
-    from rclpy.qos import DurabilityPolicy, QoSProfile
     from rosbags.rosbag2 import Reader, ReaderError
     from rosgraph_msgs.msg import Clock
 
@@ -82,9 +108,7 @@ def play(
                 report.skipped_topics[connection.topic] = why
                 LOGGER.info("not publishing %s: %s", connection.topic, why)
                 continue
-            qos = QoSProfile(depth=10)
-            if connection.topic == "/tf_static":
-                qos.durability = DurabilityPolicy.TRANSIENT_LOCAL
+            qos = recorded_qos(getattr(connection.ext, "offered_qos_profiles", ()))
             publisher = node.create_publisher(kind, connection.topic, qos)
             publishers[connection.id] = (publisher, connection.topic)
         clock = node.create_publisher(Clock, "/clock", 10)

@@ -208,3 +208,24 @@ def test_loop_plays_the_bag_again_until_stopped(synthetic_dataroot, tmp_path):
     assert played.published[topic] >= played.loops * report.messages[topic]
     without_tf = message_class("tf2_msgs/msg/TFMessage") is None  # no ROS install
     assert set(played.skipped_topics) == ({"/tf", "/tf_static"} if without_tf else set())
+
+
+@pytest.mark.parametrize("humble", [False, True])
+def test_recorded_qos_latches_tf_static_and_the_player_follows_it(
+    synthetic_dataroot, tmp_path, humble
+):
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+    from rosbags.rosbag2 import Reader
+
+    from occvla_ros.ros.bag_player import recorded_qos
+
+    bag = tmp_path / "bag"
+    convert(synthetic_dataroot, "v1.0-mini", bag, scene_names=[SCENE], keyframes_only=True,
+            storage="sqlite3" if humble else "mcap", humble=humble)  # fmt: skip
+    with Reader(bag) as reader:
+        qos = {c.topic: recorded_qos(c.ext.offered_qos_profiles) for c in reader.connections}
+    assert qos["/tf_static"].durability == DurabilityPolicy.TRANSIENT_LOCAL
+    odometry = qos["/odom"]
+    assert odometry.durability == DurabilityPolicy.VOLATILE
+    assert odometry.reliability == ReliabilityPolicy.RELIABLE
+    assert recorded_qos([]).reliability == ReliabilityPolicy.RELIABLE  # a bag without a record
