@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +89,38 @@ def synthetic_dataroot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (omnidrive/); treat it as read-only.
     """
     return generate_small_dataset(tmp_path_factory.mktemp("synthetic") / "nuscenes")
+
+
+# CAN bus pose messages written by `can_bus_dataroot` for scene-0061 (none for scene-0103): the
+# speed ramps up from 5 m/s by 1 m/s per second, the yaw rate is constant.
+CAN_SPEED_AT_START, CAN_ACCELERATION, CAN_YAW_RATE = 5.0, 1.0, 0.125
+
+
+def can_speed_at(timestamp_us: int, start_us: int) -> float:
+    return CAN_SPEED_AT_START + 1e-6 * CAN_ACCELERATION * (timestamp_us - start_us)
+
+
+@pytest.fixture
+def can_bus_dataroot(synthetic_dataroot: Path, tmp_path: Path) -> tuple[Path, int]:
+    """The synthetic dataset (symlinked) plus a CAN bus expansion covering scene-0061 at 50 Hz;
+    returns (dataroot, the first keyframe's time in microseconds)."""
+    import json
+
+    dataroot = tmp_path / "nuscenes"
+    dataroot.mkdir()
+    for child in synthetic_dataroot.iterdir():
+        (dataroot / child.name).symlink_to(child)
+    (dataroot / "can_bus").mkdir()
+    samples = json.loads((synthetic_dataroot / "v1.0-mini" / "sample.json").read_text())
+    start_us = min(s["timestamp"] for s in samples)
+    messages = [
+        {"utime": int(u), "vel": [can_speed_at(u, start_us), 0.0, 0.0],
+         "accel": [CAN_ACCELERATION, 0.0, 9.8], "rotation_rate": [0.0, 0.0, CAN_YAW_RATE],
+         "pos": [0.0, 0.0, 0.0], "orientation": [1.0, 0.0, 0.0, 0.0]}
+        for u in start_us + np.arange(0, 9_000_000, 20_000)
+    ]  # fmt: skip
+    (dataroot / "can_bus" / "scene-0061_pose.json").write_text(json.dumps(messages))
+    return dataroot, start_us
 
 
 @pytest.fixture

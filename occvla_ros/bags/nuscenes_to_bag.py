@@ -13,8 +13,9 @@ Jazzy / Kilted; or sqlite3 with format 8, which Humble's ``ros2 bag play`` reads
   ``future_ego`` in ``base_link``, stamped with the keyframe's time.
 
 Message stamps and log times are the nuScenes timestamps. The odometry twist (speed along the
-heading, yaw rate) is differentiated from the ego poses with the loader's
-:func:`ego_state_from_poses`, as the loader does for scenes without the CAN bus expansion. nuScenes
+heading, yaw rate) comes from where the loader takes the ego state: the CAN bus expansion's
+``pose`` messages when they cover the time, else the ego poses differentiated with the loader's
+:func:`ego_state_from_poses`. nuScenes
 images are undistorted, so CameraInfo carries ``plumb_bob`` with zero distortion. A missing or
 truncated image is skipped, counted and logged; the bag is still written.
 """
@@ -41,8 +42,11 @@ from occvla_ros.data.images import jpeg_size, read_jpeg_bytes
 from occvla_ros.data.nuscenes_loader import (
     DIFFERENCING_HALF_WINDOW,
     LoaderOptions,
+    can_pose_table,
+    can_state_at,
     ego_state_from_poses,
     load_records,
+    open_can_bus,
     open_nuscenes,
 )
 from occvla_ros.errors import ConfigError, DataError
@@ -170,12 +174,13 @@ class _SceneWriter:
     def __init__(self, nusc, messages: _Messages, report: ConversionReport, keyframes_only: bool):
         self.nusc, self.messages, self.report = nusc, messages, report
         self.keyframes_only = keyframes_only
+        self.can_bus = open_can_bus(Path(nusc.dataroot))
 
     def streams(self, scene: dict, records: list) -> list[Iterator[tuple[int, str, object]]]:
         """One (stamp_ns, topic, message) iterator per source, each in time order."""
         first = self.nusc.get("sample", scene["first_sample_token"])
         streams = [self._camera(first["data"][camera], camera) for camera in CAMERA_NAMES]
-        streams.append(self._odometry(first["data"][ODOMETRY_CHANNEL]))
+        streams.append(self._odometry(first["data"][ODOMETRY_CHANNEL], scene["name"]))
         streams.append(self._ground_truth(records))
         streams.append(iter([self._static_transforms(first)]))
         return streams
@@ -205,21 +210,21 @@ class _SceneWriter:
                 ),
             )
 
-    def _odometry(self, token: str) -> Iterator[tuple[int, str, object]]:
+    def _odometry(self, token: str, scene_name: str) -> Iterator[tuple[int, str, object]]:
         chain = _chain(self.nusc, token, keyframes_only=False)
         ego_poses = [self.nusc.get("ego_pose", data["ego_pose_token"]) for data in chain]
         times = np.array([int(data["timestamp"]) for data in chain], dtype=np.float64) * 1e-6
         planar = np.array(
             [(*pose["translation"][:2], quat_wxyz_to_yaw(pose["rotation"])) for pose in ego_poses]
         )
+        can_table = can_pose_table(self.can_bus, scene_name) if self.can_bus else None
         for index, (data, pose) in enumerate(zip(chain, ego_poses, strict=True)):
-            start = max(0, index - DIFFERENCING_HALF_WINDOW)
-            stop = index + DIFFERENCING_HALF_WINDOW + 1
-            speed, yaw_rate = 0.0, 0.0
-            if len(chain) > 1:
-                speed, _, yaw_rate = ego_state_from_poses(
-                    times[start:stop], planar[start:stop], index - start
-                )
+            state = can_state_at(can_table, int(data["timestamp"]))
+            if state is None and len(chain) > 1:
+                start = max(0, index - DIFFERENCING_HALF_WINDOW)
+                stop = index + DIFFERENCING_HALF_WINDOW + 1
+                state = ego_state_from_poses(times[start:stop], planar[start:stop], index - start)
+            speed, _, yaw_rate = state if state is not None else (0.0, 0.0, 0.0)
             stamp_ns = int(data["timestamp"]) * 1000
             yield (
                 stamp_ns,

@@ -115,7 +115,7 @@ def load_records(
             f"split {split!r} has no scene in {dataroot / version} (mini datasets use "
             f"mini_train / mini_val; trainval uses train / val)"
         )
-    can_bus = _open_can_bus(dataroot) if options.use_can_bus else None
+    can_bus = open_can_bus(dataroot) if options.use_can_bus else None
     builder = _RecordBuilder(nusc, options, can_bus)
     total = sum(scene["nbr_samples"] for scene in scenes)
     from tqdm import tqdm
@@ -130,7 +130,8 @@ def load_records(
     return records
 
 
-def _open_can_bus(dataroot: Path):
+def open_can_bus(dataroot: Path):
+    """The devkit's CAN bus API when ``DATAROOT/can_bus`` exists, else None."""
     if not (dataroot / "can_bus").is_dir():
         LOGGER.info("no CAN bus expansion under %s: ego state from ego-pose differencing", dataroot)
         return None
@@ -309,11 +310,8 @@ class _RecordBuilder:
         if self.can_bus is None:
             return None
         if scene_name not in self._can_pose_cache:
-            self._can_pose_cache[scene_name] = _can_pose_table(self.can_bus, scene_name)
-        table = self._can_pose_cache[scene_name]  # [M, 4] utime, speed, accel, yaw rate
-        if table is None or not table[0, 0] <= timestamp_us <= table[-1, 0]:
-            return None
-        return np.array([np.interp(timestamp_us, table[:, 0], table[:, i]) for i in (1, 2, 3)])
+            self._can_pose_cache[scene_name] = can_pose_table(self.can_bus, scene_name)
+        return can_state_at(self._can_pose_cache[scene_name], timestamp_us)
 
     def _differenced_state(self, sample: dict, ego_to_global: np.ndarray) -> np.ndarray:
         windows = [self._pose_window(sample["data"][c]) for c in DIFFERENCING_CHANNELS]
@@ -356,7 +354,16 @@ def ego_state_from_poses(times: np.ndarray, poses: np.ndarray, centre: int) -> n
     return np.array([velocity @ heading, acceleration @ heading, yaw_rate])
 
 
-def _can_pose_table(can_bus, scene_name: str) -> np.ndarray | None:
+def can_state_at(table: np.ndarray | None, timestamp_us: int) -> np.ndarray | None:
+    """(speed, acceleration, yaw rate) interpolated in a :func:`can_pose_table` at a time; None
+    outside the table (or without one)."""
+    if table is None or not table[0, 0] <= timestamp_us <= table[-1, 0]:
+        return None
+    return np.array([np.interp(timestamp_us, table[:, 0], table[:, i]) for i in (1, 2, 3)])
+
+
+def can_pose_table(can_bus, scene_name: str) -> np.ndarray | None:
+    """[M, 4] utime, speed, acceleration, yaw rate of a scene's CAN ``pose`` messages, or None."""
     try:
         messages = can_bus.get_messages(scene_name, "pose", print_warnings=False)
     except Exception as error:  # the devkit raises bare Exception/AssertionError per scene

@@ -229,3 +229,18 @@ def test_recorded_qos_latches_tf_static_and_the_player_follows_it(
     assert odometry.durability == DurabilityPolicy.VOLATILE
     assert odometry.reliability == ReliabilityPolicy.RELIABLE
     assert recorded_qos([]).reliability == ReliabilityPolicy.RELIABLE  # a bag without a record
+
+
+def test_odometry_twist_comes_from_the_can_bus_when_it_covers_the_scene(can_bus_dataroot, tmp_path):
+    from tests.conftest import CAN_YAW_RATE, can_speed_at
+
+    dataroot, start_us = can_bus_dataroot
+    convert(dataroot, "v1.0-mini", tmp_path / "bag", scene_names=[SCENE])
+    odometry = read_mcap(tmp_path / "bag")["/odom"]
+    assert len(odometry) > 20
+    for _, message in odometry:
+        twist = message.twist.twist
+        assert twist.linear.x == pytest.approx(
+            can_speed_at(stamp_ns(message.header) // 1000, start_us)
+        )
+        assert twist.angular.z == pytest.approx(CAN_YAW_RATE)

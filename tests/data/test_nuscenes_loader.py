@@ -26,6 +26,7 @@ from occvla_ros.data.records import (
     load_records as read_records,
 )
 from occvla_ros.errors import ConfigError, DataError
+from tests.conftest import CAN_ACCELERATION, CAN_YAW_RATE, can_speed_at
 
 VERSION = "v1.0-mini"
 SCENE_INDEX = {"scene-0061": 0, "scene-0103": 1}  # generation order of the synthetic scenes
@@ -227,28 +228,14 @@ def test_records_round_trip_through_json_and_npz(records, tmp_path):
         np.testing.assert_array_equal(a.agents.center_lidar, b.agents.center_lidar)
 
 
-def test_can_bus_expansion_is_used_when_present(synthetic_dataroot, tmp_path):
+def test_can_bus_expansion_is_used_when_present(can_bus_dataroot):
     """A dataroot with a CAN bus folder: pose messages for scene-0061, none for scene-0103."""
-    dataroot = tmp_path / "nuscenes"
-    dataroot.mkdir()
-    for child in synthetic_dataroot.iterdir():
-        (dataroot / child.name).symlink_to(child)
-    (dataroot / "can_bus").mkdir()
-    start = json.loads((synthetic_dataroot / VERSION / "sample.json").read_text())
-    start_us = min(s["timestamp"] for s in start)
-    utimes = start_us + np.arange(0, 9_000_000, 20_000)  # 50 Hz
-    messages = [
-        {"utime": int(u), "vel": [5.0 + 1e-6 * (u - start_us), 0.0, 0.0],
-         "accel": [1.0, 0.0, 9.8], "rotation_rate": [0.0, 0.0, 0.125],
-         "pos": [0.0, 0.0, 0.0], "orientation": [1.0, 0.0, 0.0, 0.0]}
-        for u in utimes
-    ]  # fmt: skip
-    (dataroot / "can_bus" / "scene-0061_pose.json").write_text(json.dumps(messages))
+    dataroot, start_us = can_bus_dataroot
     train = load_records(dataroot, VERSION, "mini_train")
     for record in train:
         assert record.ego_state_source == EGO_STATE_FROM_CAN_BUS
-        expected_speed = 5.0 + 1e-6 * (record.timestamp_us - start_us)
-        np.testing.assert_allclose(record.ego_state, [expected_speed, 1.0, 0.125], atol=1e-6)
+        expected = [can_speed_at(record.timestamp_us, start_us), CAN_ACCELERATION, CAN_YAW_RATE]
+        np.testing.assert_allclose(record.ego_state, expected, atol=1e-6)
     val = load_records(dataroot, VERSION, "mini_val")
     assert {r.ego_state_source for r in val} == {EGO_STATE_FROM_EGO_POSE}
 
