@@ -198,7 +198,8 @@ class PlannerNode(Node):
         view = self.planner.prepare_view(name, frame)
         synced, was_reset = self.sync.add(name, stamp_to_ns(message.header.stamp), view)
         if was_reset:
-            self.ego.clear()
+            # The odometry history restarts on its own when its stamps go back; clearing it here
+            # would drop the looped instant's odometry when it arrived before this image.
             text = f"camera stamps went backwards on {name} (bag loop?): synchroniser reset"
             if self.issues.report("loop", text, WARN):
                 self.get_logger().warning(text)

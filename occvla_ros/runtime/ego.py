@@ -67,13 +67,10 @@ class EgoStateEstimator:
         samples = list(self._samples)
         return samples[-1].stamp_ns if samples else None
 
-    def clear(self) -> None:
-        self._samples.clear()
-
     def state_at(self, stamp_ns: int) -> EgoState | None:
         """Ego state at the sample nearest ``stamp_ns`` (None if none is within tolerance).
 
-        Reads a snapshot, so another thread may ``add`` or ``clear`` meanwhile.
+        Reads a snapshot, so another thread may ``add`` meanwhile.
         """
         samples = list(self._samples)
         if not samples:

@@ -149,3 +149,6 @@ def test_stamps_going_backwards_reset_and_planning_resumes(system):
     last_status = outputs.statuses[-1] if outputs.statuses else "no status"
     assert resumed, (last_status, launcher.log_text()[-3000:])
     assert "synchroniser reset" in launcher.log_text()
+    # The looped instant itself is planned: its odometry, taken before its images, survives the
+    # synchroniser reset.
+    assert probe.spin_until(lambda: stamped_in(outputs.paths, looped[:1]), 5.0)

@@ -157,8 +157,7 @@ def test_ego_state_from_odometry_samples():
     estimator.add(sample(0.1, 1.0))  # went backwards: history restarts, no huge acceleration
     assert estimator.state_at(int(0.1e9)).acceleration == 0.0
     assert estimator.newest_stamp_ns() == int(0.1e9)
-    estimator.clear()
-    assert estimator.newest_stamp_ns() is None and estimator.state_at(int(0.1e9)) is None
+    assert estimator.state_at(int(1.0e9)) is None  # the samples before the loop are gone
 
 
 def test_field_of_view_of_the_nuscenes_front_camera():
