@@ -177,13 +177,18 @@ class _SceneWriter:
         self.can_bus = open_can_bus(Path(nusc.dataroot))
 
     def streams(self, scene: dict, records: list) -> list[Iterator[tuple[int, str, object]]]:
-        """One (stamp_ns, topic, message) iterator per source, each in time order."""
+        """One (stamp_ns, topic, message) iterator per source, each in time order.
+
+        Merged by stamp, equal stamps keep this order: the static transforms and the odometry of
+        an instant come before its images, so a planner has the ego state when a set completes.
+        """
         first = self.nusc.get("sample", scene["first_sample_token"])
-        streams = [self._camera(first["data"][camera], camera) for camera in CAMERA_NAMES]
-        streams.append(self._odometry(first["data"][ODOMETRY_CHANNEL], scene["name"]))
-        streams.append(self._ground_truth(records))
-        streams.append(iter([self._static_transforms(first)]))
-        return streams
+        return [
+            iter([self._static_transforms(first)]),
+            self._odometry(first["data"][ODOMETRY_CHANNEL], scene["name"]),
+            *(self._camera(first["data"][camera], camera) for camera in CAMERA_NAMES),
+            self._ground_truth(records),
+        ]
 
     def _camera(self, token: str, camera: str) -> Iterator[tuple[int, str, object]]:
         for data in _chain(self.nusc, token, self.keyframes_only):

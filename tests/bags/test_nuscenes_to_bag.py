@@ -127,7 +127,16 @@ def test_humble_sqlite3_bag_reads_back_with_rosbags(synthetic_dataroot, tmp_path
     assert "version: 8" in (bag / "metadata.yaml").read_text()
     with Reader(bag) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
-        stamps = [stamp for _, stamp, _ in reader.messages()]
+        messages = [(stamp, c.topic) for c, stamp, _ in reader.messages()]
+    stamps = [stamp for stamp, _ in messages]
+    # At each instant the odometry is read (and played) before the images that complete a set.
+    first_index = {}
+    for index, message in enumerate(messages):
+        first_index.setdefault(message, index)
+    front = camera_image_topic("CAM_FRONT")
+    image_stamps = [stamp for stamp, topic in first_index if topic == front]
+    assert len(image_stamps) > 5
+    assert all(first_index[(s, "/odom")] < first_index[(s, front)] for s in image_stamps)
     keyframes = sum(
         d["is_key_frame"] for d in scene_camera_data(synthetic_dataroot, SCENE)["CAM_BACK"]
     )
