@@ -87,6 +87,7 @@ IMAGE_STD = (0.5, 0.5, 0.5)
 # Default ROS 2 topics (image_transport naming for the cameras): the planner's parameter defaults
 # and the topics of converted nuScenes bags, so a bag plays into the planner without remapping.
 ODOMETRY_TOPIC = "/odom"
+GROUND_TRUTH_TOPIC = "/gt_trajectory"  # nav_msgs/Path in converted bags, shown by rviz/occvla.rviz
 
 
 def camera_image_topic(camera: str) -> str:

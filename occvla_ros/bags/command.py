@@ -30,6 +30,11 @@ def add_arguments(parser) -> None:
         help="wait (up to 30 s) until each of these topics has a subscriber before playing",
     )  # fmt: skip
     play.add_argument(
+        "--score", metavar="TOPIC",
+        help="score the Paths published on TOPIC (the planner's, e.g. /occvla_planner/trajectory) "
+        "against the bag's /gt_trajectory",
+    )  # fmt: skip
+    play.add_argument(
         "--max-gap", type=float, default=1.0,
         help="longest pause between two messages in seconds (longer ones, e.g. between scenes, "
         "are shortened)",
@@ -50,10 +55,12 @@ def run(args) -> int:
 
     report = play_until_shutdown(
         args.bag, rate=args.rate, loop=args.loop, delay_s=args.delay,
-        max_gap_s=args.max_gap, wait_for=args.wait_for,
+        max_gap_s=args.max_gap, wait_for=args.wait_for, score_topic=args.score,
     )  # fmt: skip
     total = sum(report.published.values())
     print(f"published {total} messages on {len(report.published)} topics, {report.loops} loop(s)")
     for topic, why in report.skipped_topics.items():
         print(f"  not published: {topic} ({why})")
+    if report.score is not None:
+        print(report.score.summary())
     return 0

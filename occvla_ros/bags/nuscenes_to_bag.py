@@ -33,6 +33,7 @@ import numpy as np
 
 from occvla_ros.constants import (
     CAMERA_NAMES,
+    GROUND_TRUTH_TOPIC,
     LIDAR_NAME,
     ODOMETRY_TOPIC,
     camera_image_topic,
@@ -54,7 +55,6 @@ from occvla_ros.geometry import path_headings, quat_wxyz_to_yaw, yaw_to_quat_wxy
 
 LOGGER = logging.getLogger(__name__)
 MAP_FRAME, BASE_FRAME = "map", "base_link"
-GT_TOPIC = "/gt_trajectory"
 ODOMETRY_CHANNEL = "CAM_FRONT"  # its sample_data (12 Hz with sweeps) carry the odometry poses
 STORAGES = ("mcap", "sqlite3")
 
@@ -255,7 +255,7 @@ class _SceneWriter:
             if record.future_mask.any():
                 stamp_ns = record.timestamp_us * 1000
                 points = record.future_ego[record.future_mask]
-                yield stamp_ns, GT_TOPIC, self.messages.path(stamp_ns, points)
+                yield stamp_ns, GROUND_TRUTH_TOPIC, self.messages.path(stamp_ns, points)
 
     def _static_transforms(self, first_sample: dict) -> tuple[int, str, object]:
         stamp_ns = int(first_sample["timestamp"]) * 1000
@@ -277,7 +277,7 @@ TOPIC_TYPES = {
     ODOMETRY_TOPIC: "nav_msgs/msg/Odometry",
     "/tf": "tf2_msgs/msg/TFMessage",
     "/tf_static": "tf2_msgs/msg/TFMessage",
-    GT_TOPIC: "nav_msgs/msg/Path",
+    GROUND_TRUTH_TOPIC: "nav_msgs/msg/Path",
 }
 
 

@@ -8,6 +8,8 @@ skipped with one log line; the planner needs only the cameras and odometry. Each
 reliability and durability recorded in the bag (``occvla bag convert`` records reliable, and
 transient-local for ``/tf_static``); without a record it is reliable and volatile.
 With ``loop`` the bag restarts at its end: stamps go backwards, as in ``ros2 bag play --loop``.
+With ``score_topic`` (the planner's ``~/trajectory``) the plans published on it during the replay
+are scored against the bag's ``/gt_trajectory`` (:mod:`occvla_ros.evaluation.replay`).
 Unlike ``ros2 bag play``, a pause longer than ``max_gap_s`` between two messages (the time
 between two nuScenes scenes of one bag: minutes to days) is shortened to ``max_gap_s`` of wall
 time; the stamps and ``/clock`` jump forward.
@@ -15,8 +17,10 @@ time; the stamps and ``/clock`` jump forward.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,7 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from occvla_ros.constants import GROUND_TRUTH_TOPIC
 from occvla_ros.errors import ConfigError, DataError
+from occvla_ros.evaluation.replay import ReplayScore, StampedPath, score_replay
 
 if TYPE_CHECKING:
     from rclpy.qos import QoSProfile
@@ -38,6 +46,45 @@ class PlaybackReport:
     published: Counter = field(default_factory=Counter)  # topic -> messages
     skipped_topics: dict[str, str] = field(default_factory=dict)  # topic -> why
     loops: int = 0
+    score: ReplayScore | None = None
+
+
+def path_to_stamped(message) -> StampedPath:
+    from occvla_ros.ros.conversions import stamp_to_ns
+
+    points = [(pose.pose.position.x, pose.pose.position.y) for pose in message.poses]
+    return StampedPath(
+        stamp_to_ns(message.header.stamp),
+        message.header.frame_id,
+        np.array(points, dtype=np.float64).reshape(-1, 2),
+    )
+
+
+class _PlanCollector:
+    """Receives the planner's Paths on a helper thread while the main thread plays the bag."""
+
+    def __init__(self, node, topic: str) -> None:
+        from nav_msgs.msg import Path as PathMessage
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.plans: list[StampedPath] = []
+        node.create_subscription(
+            PathMessage, topic, lambda m: self.plans.append(path_to_stamped(m)), 100
+        )
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(node)
+        self.thread = threading.Thread(target=self._spin, name="occvla_plan_collector")
+        self.thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        with contextlib.suppress(ExternalShutdownException):
+            self.executor.spin()
+
+    def stop(self) -> None:
+        self.executor.shutdown()
+        self.thread.join(timeout=10.0)
 
 
 def message_class(msgtype: str):
@@ -80,9 +127,15 @@ def play(
     max_gap_s: float = 1.0,
     wait_for: Sequence[str] = (),
     wait_timeout_s: float = 30.0,
+    score_topic: str | None = None,
+    score_tolerance_s: float = 0.05,
+    score_wait_s: float = 2.0,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> PlaybackReport:
-    """Publish the bag (rclpy must be initialised); returns what was published."""
+    """Publish the bag (rclpy must be initialised); returns what was published.
+
+    ``score_topic``: collect the Paths published there until ``score_wait_s`` after the bag's
+    end and score them against the bag's ground truth (``report.score``)."""
     from rclpy.node import Node
     from rosbags.rosbag2 import Reader, ReaderError
     from rosgraph_msgs.msg import Clock
@@ -113,6 +166,7 @@ def play(
             publishers[connection.id] = (publisher, connection.topic)
         clock = node.create_publisher(Clock, "/clock", 10)
         playback = _Playback(publishers, clock, rate, max_gap_s)
+        collector = _PlanCollector(node, score_topic) if score_topic else None
         _wait_for_subscribers(publishers, wait_for, wait_timeout_s)
         time.sleep(delay_s)  # let subscribers discover the publishers
         while not should_stop():
@@ -120,6 +174,14 @@ def play(
             if not loop or should_stop():
                 break
             report.loops += 1
+        if collector is not None:
+            deadline = time.monotonic() + score_wait_s
+            while time.monotonic() < deadline and not should_stop():
+                time.sleep(0.05)  # the last sets are still being planned
+            collector.stop()
+            report.score = score_replay(
+                list(collector.plans), playback.ground_truths, int(score_tolerance_s * 1e9)
+            )
     finally:
         reader.close()
         node.destroy_node()
@@ -154,6 +216,7 @@ class _Playback:
     def __init__(self, publishers: dict, clock, rate: float, max_gap_s: float) -> None:
         self.publishers, self.clock, self.rate = publishers, clock, rate
         self.max_gap_ns = int(max_gap_s * 1e9)
+        self.ground_truths: list[StampedPath] = []
 
     def tick(self, stamp_ns: int) -> None:
         from builtin_interfaces.msg import Time
@@ -181,6 +244,11 @@ class _Playback:
                 self.tick(start_ns + int((time.monotonic() - start_wall) * self.rate * 1e9))
                 time.sleep(min(wait, CLOCK_PERIOD_S))
             self.tick(stamp_ns)
+            if connection.topic == GROUND_TRUTH_TOPIC:
+                from nav_msgs.msg import Path as PathMessage
+                from rclpy.serialization import deserialize_message
+
+                self.ground_truths.append(path_to_stamped(deserialize_message(data, PathMessage)))
             if connection.id in self.publishers:
                 publisher, topic = self.publishers[connection.id]
                 publisher.publish(bytes(data))

@@ -10,8 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from occvla_ros.bags.nuscenes_to_bag import GT_TOPIC, convert
-from occvla_ros.constants import CAMERA_NAMES, camera_image_topic, camera_info_topic
+from occvla_ros.bags.nuscenes_to_bag import convert
+from occvla_ros.constants import (
+    CAMERA_NAMES,
+    GROUND_TRUTH_TOPIC,
+    camera_image_topic,
+    camera_info_topic,
+)
 from occvla_ros.data.nuscenes_loader import load_records
 from occvla_ros.errors import ConfigError, DataError
 from occvla_ros.geometry import quat_wxyz_to_yaw
@@ -101,9 +106,9 @@ def test_odometry_follows_the_ego_poses_and_gt_paths_the_loader(converted, synth
         twist = by_stamp[record.timestamp_us * 1000].twist.twist
         assert twist.linear.x == pytest.approx(record.ego_state[0], abs=1e-6)
         assert twist.angular.z == pytest.approx(record.ego_state[2], abs=1e-6)
-    paths = messages[GT_TOPIC]
+    paths = messages[GROUND_TRUTH_TOPIC]
     with_future = [r for r in records if r.future_mask.any()]
-    assert len(paths) == len(with_future) == report.messages[GT_TOPIC]
+    assert len(paths) == len(with_future) == report.messages[GROUND_TRUTH_TOPIC]
     for (_, path), record in zip(paths, with_future, strict=True):
         assert stamp_ns(path.header) == record.timestamp_us * 1000
         assert path.header.frame_id == "base_link"

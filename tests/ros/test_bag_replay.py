@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from occvla_ros.bags.nuscenes_to_bag import GT_TOPIC, convert
-from occvla_ros.constants import CAMERA_NAMES, NUM_WAYPOINTS, camera_image_topic
-from occvla_ros.ros.bag_player import message_class
+from occvla_ros.bags.nuscenes_to_bag import convert
+from occvla_ros.constants import CAMERA_NAMES, GROUND_TRUTH_TOPIC, NUM_WAYPOINTS, camera_image_topic
+from occvla_ros.evaluation.replay import score_replay
+from occvla_ros.ros.bag_player import message_class, path_to_stamped
 from occvla_ros.ros.conversions import stamp_to_ns
 from tests.ros.rig import Outputs
 from tests.support.ros import ProcessHandle, RosProbe, python_module_command
@@ -34,7 +35,7 @@ def test_a_converted_scene_replays_into_the_planner(
     probe = RosProbe()
     outputs = Outputs(probe)
     ground_truth = []
-    probe.node.create_subscription(Path, GT_TOPIC, ground_truth.append, 50)
+    probe.node.create_subscription(Path, GROUND_TRUTH_TOPIC, ground_truth.append, 50)
     diagnostics = []
     probe.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 50)
     launcher = ProcessHandle(
@@ -51,7 +52,13 @@ def test_a_converted_scene_replays_into_the_planner(
         player = ProcessHandle(
             [
                 *python_module_command("occvla_ros.cli", "bag", "play", str(bag)),
-                *("--wait-for", GT_TOPIC, "/odom", *map(camera_image_topic, CAMERA_NAMES)),
+                *("--score", "/occvla_planner/trajectory"),
+                *(
+                    "--wait-for",
+                    GROUND_TRUTH_TOPIC,
+                    "/odom",
+                    *map(camera_image_topic, CAMERA_NAMES),
+                ),
             ],
             tmp_path / "play.log",
         )
@@ -60,7 +67,8 @@ def test_a_converted_scene_replays_into_the_planner(
         probe.spin_for(2.0)  # the last plans
         if message_class("tf2_msgs/msg/TFMessage") is None:  # no ROS install
             assert "not published: /tf" in player.log_text()
-        assert len(ground_truth) == report.messages[GT_TOPIC]  # reliable: every one arrives
+        # Reliable: every ground-truth path arrives.
+        assert len(ground_truth) == report.messages[GROUND_TRUTH_TOPIC]
         stamps = [stamp_to_ns(path.header.stamp) for path in outputs.paths]
         # A plan for (nearly) every 12 Hz camera set: 91 of 91 here; a loaded machine may drop some.
         assert len(stamps) >= 0.8 * len(camera_stamps), launcher.log_text()
@@ -70,6 +78,14 @@ def test_a_converted_scene_replays_into_the_planner(
         diagnostics_ns = [stamp_to_ns(array.header.stamp) for array in diagnostics]
         assert any(min(camera_stamps) <= t <= max(camera_stamps) + 10**9 for t in diagnostics_ns)
         assert launcher.returncode is None, launcher.log_text()
+        # The player's score equals one computed here from the Paths this probe received.
+        expected = score_replay(
+            [path_to_stamped(p) for p in outputs.paths],
+            [path_to_stamped(p) for p in ground_truth],
+            tolerance_ns=50_000_000,
+        )
+        assert expected.matched >= 0.8 * expected.ground_truths > 0
+        assert expected.summary() in player.log_text(), player.log_text()
     finally:
         code = launcher.stop()
         probe.close()
