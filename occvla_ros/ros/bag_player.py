@@ -73,7 +73,7 @@ class _PlanCollector:
         )
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(node)
-        self.thread = threading.Thread(target=self._spin, name="occvla_plan_collector")
+        self.thread = threading.Thread(target=self._spin, name="occvla_plan_collector", daemon=True)
         self.thread.start()
 
     def _spin(self) -> None:
@@ -244,7 +244,7 @@ class _Playback:
                 self.tick(start_ns + int((time.monotonic() - start_wall) * self.rate * 1e9))
                 time.sleep(min(wait, CLOCK_PERIOD_S))
             self.tick(stamp_ns)
-            if connection.topic == GROUND_TRUTH_TOPIC:
+            if connection.topic == GROUND_TRUTH_TOPIC and connection.msgtype == "nav_msgs/msg/Path":
                 from nav_msgs.msg import Path as PathMessage
                 from rclpy.serialization import deserialize_message
 
