@@ -19,6 +19,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -169,7 +170,13 @@ class PlannerNode(Node):
         self.create_timer(0.25, self._check_inputs)
 
     def start_diagnostics(self) -> None:
-        self.create_timer(self.params["diagnostics_period_s"], self.publish_diagnostics)
+        # On the steady clock: under use_sim_time the status keeps coming while a bag is paused
+        # or has ended (/clock stopped), stamped with the simulated time.
+        self.create_timer(
+            self.params["diagnostics_period_s"],
+            self.publish_diagnostics,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
 
     # ---- inputs --------------------------------------------------------------------------
     def _bad_input(self, key: str, message: str, counter: str) -> None:
