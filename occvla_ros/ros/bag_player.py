@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 CLOCK_PERIOD_S = 0.02  # /clock ticks at least this often while waiting for the next message
+FLUSH_TIMEOUT_S = 2.0  # longest wait per topic for reliable subscribers to acknowledge the end
 
 
 @dataclass
@@ -136,6 +137,7 @@ def play(
 
     ``score_topic``: collect the Paths published there until ``score_wait_s`` after the bag's
     end and score them against the bag's ground truth (``report.score``)."""
+    from rclpy.duration import Duration
     from rclpy.node import Node
     from rosbags.rosbag2 import Reader, ReaderError
     from rosgraph_msgs.msg import Clock
@@ -174,6 +176,10 @@ def play(
             if not loop or should_stop():
                 break
             report.loops += 1
+        # Reliable subscribers may not have acknowledged the last messages yet; destroying the
+        # publishers now would lose them.
+        for publisher, _ in publishers.values():
+            publisher.wait_for_all_acked(Duration(seconds=FLUSH_TIMEOUT_S))
         if collector is not None:
             deadline = time.monotonic() + score_wait_s
             while time.monotonic() < deadline and not should_stop():
