@@ -51,7 +51,8 @@ demo: install
 		--max-steps 200
 	$(BIN)/occvla bag convert --dataroot $(DEMO)/nuscenes --scenes scene-0103 --out $(DEMO)/bag
 	export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; \
-	$(BIN)/occvla launch checkpoint:=$(DEMO)/run/checkpoint device:=cpu use_sim_time:=true & \
+	$(BIN)/occvla launch checkpoint:=$(DEMO)/run/checkpoint device:=cpu use_sim_time:=true \
+		config:=$(VENV)/share/occvla_ros/config/replay.yaml & \
 	launcher=$$!; \
 	$(BIN)/occvla bag play $(DEMO)/bag --wait-for $(DEMO_TOPICS) --score /occvla_planner/trajectory; \
 	status=$$?; kill -INT $$launcher; wait $$launcher; exit $$status

@@ -25,6 +25,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 
@@ -135,9 +136,13 @@ class PlannerNode(Node):
         compressed = p["image_transport"] == "compressed"
         # Created first: the executor takes ready messages in creation order, so a set's
         # odometry is taken before the camera image that completes the set.
+        # Sensor data (best effort) by default, so any driver's stream is received; ROS 2's
+        # standard overrides (qos_overrides.<topic>.subscription.reliability: reliable, ...)
+        # make a replay lossless.
+        overrides = QoSOverridingOptions.with_default_policies()
         self.create_subscription(
             Odometry, p["odometry_topic"], self._on_odometry, qos_profile_sensor_data,
-            event_callbacks=sub_events,
+            event_callbacks=sub_events, qos_overriding_options=overrides,
         )  # fmt: skip
         for name in CAMERA_NAMES:
             self.create_subscription(
@@ -146,6 +151,7 @@ class PlannerNode(Node):
                 lambda message, name=name: self._on_image(name, message),
                 qos_profile_sensor_data,
                 event_callbacks=sub_events,
+                qos_overriding_options=overrides,
             )
             self.create_subscription(
                 CameraInfo,

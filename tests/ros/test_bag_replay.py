@@ -44,6 +44,7 @@ def test_a_converted_scene_replays_into_the_planner(
             f"checkpoint:={tiny_checkpoint}",
             "device:=cpu",
             "use_sim_time:=true",
+            f"config:={installed_share_dir / 'config' / 'replay.yaml'}",
         ],
         tmp_path / "launch.log",
     )
@@ -68,6 +69,9 @@ def test_a_converted_scene_replays_into_the_planner(
         probe.spin_for(2.0)  # the last plans
         # /clock has stopped with the bag; the status still comes (steady-clock timer).
         assert len(diagnostics) > ended_with
+        # config/replay.yaml makes the camera subscriptions reliable: every set completes.
+        values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+        assert int(values["sets"]) == len(camera_stamps), values
         if message_class("tf2_msgs/msg/TFMessage") is None:  # no ROS install
             assert "not published: /tf" in player.log_text()
         # Reliable: every ground-truth path arrives.
