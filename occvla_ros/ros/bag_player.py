@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 CLOCK_PERIOD_S = 0.02  # /clock ticks at least this often while waiting for the next message
+# Messages a reliable publisher keeps for slow subscribers: 100 per topic is over 8 s of 12 Hz
+# images (each topic is one camera), so a subscriber held up by a loaded CPU catches up instead of
+# losing images.
+PUBLISHER_DEPTH = 100
 FLUSH_TIMEOUT_S = 2.0  # longest wait per topic for reliable subscribers to acknowledge the end
 
 
@@ -99,10 +103,10 @@ def message_class(msgtype: str):
 
 def recorded_qos(profiles: Sequence) -> QoSProfile:
     """The publisher QoS for a topic: the reliability and durability recorded for its first
-    publisher, else reliable and volatile; depth 10."""
+    publisher, else reliable and volatile; depth PUBLISHER_DEPTH."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-    qos = QoSProfile(depth=10)
+    qos = QoSProfile(depth=PUBLISHER_DEPTH)
     if profiles:
         # rosbags' enums carry rmw's values, which rclpy's policies share.
         recorded = profiles[0]
