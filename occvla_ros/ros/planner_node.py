@@ -134,12 +134,12 @@ class PlannerNode(Node):
         sub_events = SubscriptionEventCallbacks(incompatible_qos=self._incompatible_subscription)
         pub_events = PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher)
         compressed = p["image_transport"] == "compressed"
-        # Created first: the executor takes ready messages in creation order, so a set's
-        # odometry is taken before the camera image that completes the set.
         # Sensor data (best effort) by default, so any driver's stream is received; ROS 2's
         # standard overrides (qos_overrides.<topic>.subscription.reliability: reliable, ...)
         # make a replay lossless.
         overrides = QoSOverridingOptions.with_default_policies()
+        # Created first: the executor takes ready messages in creation order, so a set's
+        # odometry is taken before the camera image that completes the set.
         self.create_subscription(
             Odometry, p["odometry_topic"], self._on_odometry, qos_profile_sensor_data,
             event_callbacks=sub_events, qos_overriding_options=overrides,
