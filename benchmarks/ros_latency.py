@@ -80,7 +80,7 @@ def start_node(checkpoint: Path, log_path: Path, *parameters: str) -> subprocess
 
 
 @contextlib.contextmanager
-def running_planner(checkpoint_argument: str | None):
+def running_planner(checkpoint_argument: str | None, *parameters: str):
     """A started planner_node and a connected probe: (checkpoint, node, probe, rig, outputs).
 
     The rig publishes nuScenes-sized JPEGs; everything is stopped on exit.
@@ -90,7 +90,7 @@ def running_planner(checkpoint_argument: str | None):
 
     checkpoint = prepare_checkpoint(checkpoint_argument)
     log_path = Path(tempfile.mkdtemp(prefix="occvla-bench-log-")) / "planner.log"
-    node = start_node(checkpoint, log_path)
+    node = start_node(checkpoint, log_path, *parameters)
     probe = RosProbe()
     try:
         rig, outputs = CameraRig(probe), Outputs(probe)
@@ -140,14 +140,24 @@ def main() -> None:
     parser.add_argument("--checkpoint")
     parser.add_argument("--sets", type=int, default=20)
     parser.add_argument("--stagger-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--malloc-defaults",
+        action="store_true",
+        help="glibc's malloc defaults in the node and in this process (the bare call's)",
+    )
     args = parser.parse_args()
 
     from occvla_ros.constants import CAMERA_NAMES
     from occvla_ros.ros.conversions import stamp_to_ns
+    from occvla_ros.runtime.heap import keep_frame_buffers_in_heap
     from occvla_ros.runtime.planner import JPEG, CameraFrame, Planner
     from tests.ros.rig import SECOND
 
-    with running_planner(args.checkpoint) as (checkpoint, _, probe, rig, outputs):
+    # The node and the bare call run with the same allocator settings.
+    if not args.malloc_defaults:
+        keep_frame_buffers_in_heap()
+    malloc = f"fixed_malloc_thresholds:={'false' if args.malloc_defaults else 'true'}"
+    with running_planner(args.checkpoint, malloc) as (checkpoint, _, probe, rig, outputs):
         planner = Planner(checkpoint, device="cpu")
         frames = {name: CameraFrame(bytes(rig.jpegs[name]), JPEG) for name in CAMERA_NAMES}
         node_ms, bare_ms = [], []

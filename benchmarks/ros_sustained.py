@@ -38,11 +38,15 @@ def main() -> int:
     parser.add_argument("--checkpoint")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=12.0)
+    parser.add_argument(
+        "--malloc-defaults", action="store_true", help="glibc's malloc defaults in the node"
+    )
     args = parser.parse_args()
 
     from tests.ros.rig import SECOND
 
-    with running_planner(args.checkpoint) as (_, node, probe, rig, outputs):
+    malloc = f"fixed_malloc_thresholds:={'false' if args.malloc_defaults else 'true'}"
+    with running_planner(args.checkpoint, malloc) as (_, node, probe, rig, outputs):
         period = 1.0 / args.rate
         start = time.monotonic()
         samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
@@ -77,6 +81,8 @@ def main() -> int:
             f"{WARM_UP_S:.0f} s, {memory[-1]:.0f} MiB at the end, max {memory.max():.0f} MiB; "
             f"after warm-up {100 * growth:+.1f} % (fit {slope:+.2f} MiB/min)"
         )
+        minutes = [f"{m:.0f}" for t, m in samples if t % 60.0 < 1.0 and t > 1.0]
+        print(f"node RSS at each full minute (MiB): {', '.join(minutes) or 'n/a'}")
         print(f"node alive     : {alive}")
         return 0 if alive and growth <= MAX_GROWTH else 1
 

@@ -74,6 +74,12 @@ PLANNER_PARAMETERS: dict[str, tuple[object, str, bool]] = {
         "compute ~/occupancy (only while it has a subscriber)",
         False,
     ),
+    "fixed_malloc_thresholds": (
+        True,
+        "fix glibc's malloc thresholds so image buffers come from the heap, not fresh page-"
+        "faulting mmaps (docs/ros.md, Latency)",
+        True,
+    ),
     "fov_tolerance_deg": (10.0, "warn when a camera's horizontal FOV differs more (deg)", True),
     "diagnostics_period_s": (1.0, "period of the /diagnostics status (s)", True),
     "startup_error_linger_s": (

@@ -47,6 +47,7 @@ from occvla_ros.ros.parameters import (
     validate_planner_parameter,
 )
 from occvla_ros.runtime.ego import EgoStateEstimator
+from occvla_ros.runtime.heap import keep_frame_buffers_in_heap
 from occvla_ros.runtime.planner import (
     NUSCENES_HFOV_DEG,
     CameraFrame,
@@ -99,6 +100,8 @@ class PlannerNode(Node):
         p = self.params
         if not p["checkpoint"]:
             raise ConfigError("parameter 'checkpoint' is empty: set it to a checkpoint directory")
+        if p["fixed_malloc_thresholds"]:
+            keep_frame_buffers_in_heap()
         self.planner = Planner(
             p["checkpoint"], preset=p["preset"], device=p["device"], dtype=p["dtype"]
         )

@@ -29,3 +29,16 @@ def test_planner_yaml_matches_the_declared_defaults():
 def test_invalid_values_are_named(name, value, message):
     problem = validate_planner_parameter(name, value)
     assert problem is not None and message in problem and name in problem
+
+
+def test_docs_table_lists_every_parameter():
+    documented = {
+        line.split("|")[1].strip().strip("`")
+        for line in (REPO_ROOT / "docs" / "ros.md").read_text().splitlines()
+        if line.startswith("| `")
+    }
+    declared = {
+        ".".join("<CAM>" if part.startswith("CAM_") else part for part in name.split("."))
+        for name in PLANNER_PARAMETERS
+    }
+    assert declared <= documented, declared - documented
