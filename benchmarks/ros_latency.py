@@ -1,6 +1,7 @@
 """End-to-end latency of planner_node vs the bare Planner call, side by side in one run.
 
     .venv/bin/python benchmarks/ros_latency.py [--checkpoint DIR] [--sets 20] [--stagger-ms 0]
+                                               [--malloc-defaults]
 
 Per iteration (nothing else running in between): publish six 1600x900 JPEG cameras + odometry
 from this process and time until the Path arrives here (camera stamp -> Path received in another
@@ -10,7 +11,8 @@ process), then call ``Planner.plan`` in this process on the same JPEG bytes. Occ
 By default the six images go out back to back and the time runs from before the first. With
 ``--stagger-ms X`` they go out X ms apart, as on a rig whose cameras fire in turn (nuScenes: about
 40 ms from the first to the last), and the time runs from the last one's publish: the latency a
-plan has after its last image.
+plan has after its last image. ``--malloc-defaults`` runs the node and this process with glibc's
+default malloc thresholds instead of ``occvla_ros.runtime.heap``'s.
 """
 
 from __future__ import annotations
@@ -80,17 +82,20 @@ def start_node(checkpoint: Path, log_path: Path, *parameters: str) -> subprocess
 
 
 @contextlib.contextmanager
-def running_planner(checkpoint_argument: str | None, *parameters: str):
+def running_planner(checkpoint_argument: str | None, *, malloc_defaults: bool = False):
     """A started planner_node and a connected probe: (checkpoint, node, probe, rig, outputs).
 
-    The rig publishes nuScenes-sized JPEGs; everything is stopped on exit.
+    The rig publishes nuScenes-sized JPEGs; everything is stopped on exit. ``malloc_defaults``
+    starts the node with ``fixed_malloc_thresholds:=false``.
     """
     from tests.ros.rig import CameraRig, Outputs
     from tests.support.ros import RosProbe
 
     checkpoint = prepare_checkpoint(checkpoint_argument)
     log_path = Path(tempfile.mkdtemp(prefix="occvla-bench-log-")) / "planner.log"
-    node = start_node(checkpoint, log_path, *parameters)
+    node = start_node(
+        checkpoint, log_path, f"fixed_malloc_thresholds:={str(not malloc_defaults).lower()}"
+    )
     probe = RosProbe()
     try:
         rig, outputs = CameraRig(probe), Outputs(probe)
@@ -153,11 +158,10 @@ def main() -> None:
     from occvla_ros.runtime.planner import JPEG, CameraFrame, Planner
     from tests.ros.rig import SECOND
 
-    # The node and the bare call run with the same allocator settings.
-    if not args.malloc_defaults:
+    if not args.malloc_defaults:  # the bare call runs with the node's allocator settings
         keep_frame_buffers_in_heap()
-    malloc = f"fixed_malloc_thresholds:={'false' if args.malloc_defaults else 'true'}"
-    with running_planner(args.checkpoint, malloc) as (checkpoint, _, probe, rig, outputs):
+    started = running_planner(args.checkpoint, malloc_defaults=args.malloc_defaults)
+    with started as (checkpoint, _, probe, rig, outputs):
         planner = Planner(checkpoint, device="cpu")
         frames = {name: CameraFrame(bytes(rig.jpegs[name]), JPEG) for name in CAMERA_NAMES}
         node_ms, bare_ms = [], []

@@ -1,6 +1,7 @@
 """Sustained input: six 1600x900 JPEG cameras + odometry at 12 Hz into planner_node.
 
     .venv/bin/python benchmarks/ros_sustained.py [--checkpoint DIR] [--seconds 60] [--rate 12]
+                                                 [--malloc-defaults]
 
 Publishes from this process on a fixed 12 Hz schedule (nuScenes' camera rate) for --seconds,
 samples the node process's resident memory (VmRSS) once a second and counts the Paths that
@@ -45,8 +46,8 @@ def main() -> int:
 
     from tests.ros.rig import SECOND
 
-    malloc = f"fixed_malloc_thresholds:={'false' if args.malloc_defaults else 'true'}"
-    with running_planner(args.checkpoint, malloc) as (_, node, probe, rig, outputs):
+    started = running_planner(args.checkpoint, malloc_defaults=args.malloc_defaults)
+    with started as (_, node, probe, rig, outputs):
         period = 1.0 / args.rate
         start = time.monotonic()
         samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
