@@ -100,11 +100,13 @@ class PlannerNode(Node):
         p = self.params
         if not p["checkpoint"]:
             raise ConfigError("parameter 'checkpoint' is empty: set it to a checkpoint directory")
-        if p["fixed_malloc_thresholds"]:
-            keep_frame_buffers_in_heap()
         self.planner = Planner(
             p["checkpoint"], preset=p["preset"], device=p["device"], dtype=p["dtype"]
         )
+        if p["fixed_malloc_thresholds"]:
+            # Only now: the loading's one-off buffers (a 3B checkpoint's staging copies) keep
+            # glibc's defaults, which hand them back to the system.
+            keep_frame_buffers_in_heap()
         self.sync = ApproximateTimeSynchronizer(
             CAMERA_NAMES,
             slop_ns=int(p["sync_slop_s"] * 1e9),

@@ -30,8 +30,10 @@ TRIM_THRESHOLD_BYTES = 64 << 20  # above a set's buffers: freed frames are not h
 def keep_frame_buffers_in_heap() -> bool:
     """Set glibc's mmap and trim thresholds for this process; False where libc is not glibc.
 
-    Call it once, early (before rclpy.init), in a process that receives or decodes camera
-    frames. It changes the whole process's allocator, so a library never calls it on its own.
+    Call it once in a process that receives or decodes camera frames, after loading the model:
+    with the thresholds fixed, freed buffers under 16 MiB stay in the process, and a loader's
+    one-off copies should not. It changes the whole process's allocator, so a library never
+    calls it on its own.
     """
     name = ctypes.util.find_library("c")
     try:
