@@ -158,11 +158,11 @@ def main() -> None:
     from occvla_ros.runtime.planner import JPEG, CameraFrame, Planner
     from tests.ros.rig import SECOND
 
-    if not args.malloc_defaults:  # the bare call runs with the node's allocator settings
-        keep_frame_buffers_in_heap()
     started = running_planner(args.checkpoint, malloc_defaults=args.malloc_defaults)
     with started as (checkpoint, _, probe, rig, outputs):
         planner = Planner(checkpoint, device="cpu")
+        if not args.malloc_defaults:  # the bare call runs with the node's allocator settings
+            keep_frame_buffers_in_heap()
         frames = {name: CameraFrame(bytes(rig.jpegs[name]), JPEG) for name in CAMERA_NAMES}
         node_ms, bare_ms = [], []
         for index in range(args.sets + 2):  # the first two warm both paths up
