@@ -103,10 +103,13 @@ class PlannerNode(Node):
         self.planner = Planner(
             p["checkpoint"], preset=p["preset"], device=p["device"], dtype=p["dtype"]
         )
-        if p["fixed_malloc_thresholds"]:
-            # Only now: the loading's one-off buffers (a 3B checkpoint's staging copies) keep
-            # glibc's defaults, which hand them back to the system.
-            keep_frame_buffers_in_heap()
+        # Only after loading: the loading's one-off buffers (a 3B checkpoint's staging copies)
+        # keep glibc's defaults, which hand them back to the system.
+        if p["fixed_malloc_thresholds"] and not keep_frame_buffers_in_heap():
+            self.get_logger().warning(
+                "fixed_malloc_thresholds: this C library takes no glibc mallopt thresholds; "
+                "allocator defaults kept (image buffers may page-fault, docs/ros.md)"
+            )
         self.sync = ApproximateTimeSynchronizer(
             CAMERA_NAMES,
             slop_ns=int(p["sync_slop_s"] * 1e9),

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
-
-logger = logging.getLogger(__name__)
 
 # mallopt() parameter numbers from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
@@ -28,7 +25,8 @@ TRIM_THRESHOLD_BYTES = 64 << 20  # above a set's buffers: freed frames are not h
 
 
 def keep_frame_buffers_in_heap() -> bool:
-    """Set glibc's mmap and trim thresholds for this process; False where libc is not glibc.
+    """Set glibc's mmap and trim thresholds for this process; False where that is not possible
+    (libc is not glibc, or mallopt refused), and the defaults stay.
 
     Call it once in a process that receives or decodes camera frames, after loading the model:
     with the thresholds fixed, freed buffers under 16 MiB stay in the process, and a loader's
@@ -39,12 +37,8 @@ def keep_frame_buffers_in_heap() -> bool:
     try:
         libc = ctypes.CDLL(name)
         mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):  # musl, macOS, Windows: no mallopt
-        logger.info("heap: no glibc mallopt here; allocator defaults kept")
+    except (OSError, AttributeError, TypeError):  # macOS, Windows: no mallopt
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
-    ok = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and ok
-    if not ok:
-        logger.warning("heap: mallopt refused the thresholds; allocator defaults kept")
-    return ok
+    return mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and ok

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO_ROOT
 
 # Six 507 kB buffers written on worker threads and dropped on the main thread, as the node's
 # decoding workers do with camera images; prints the page faults per buffer.
