@@ -109,6 +109,16 @@ def test_generate_text_greedy_decodes_a_string_per_sample(tiny_model):
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
 
 
+def test_prediction_switches_a_model_left_in_training_mode_to_eval_once(tiny_model):
+    model = copy.deepcopy(tiny_model).train()
+    batch = synthetic_batch(model.config, batch=1, seed=7)
+    model.predict(batch["pixel_values"], batch["ego_state"])
+    assert not any(module.training for module in model.modules())
+    model.train()
+    model.generate_text(batch["pixel_values"], batch["ego_state"], max_new_tokens=1)
+    assert not any(module.training for module in model.modules())
+
+
 def test_bad_inputs_and_stage_raise_config_errors(tiny_model):
     batch = synthetic_batch(tiny_model.config, batch=1)
     with pytest.raises(ConfigError, match="stage"):
