@@ -158,6 +158,7 @@ def play(
         raise DataError(f"cannot read bag {bag}: {error}") from error
     report = PlaybackReport()
     node = Node("occvla_bag_player")
+    collector = None
     try:
         publishers = {}
         for connection in reader.connections:
@@ -171,12 +172,13 @@ def play(
             publisher = node.create_publisher(kind, connection.topic, qos)
             publishers[connection.id] = (publisher, connection.topic)
         clock = node.create_publisher(Clock, "/clock", 10)
-        playback = _Playback(publishers, clock, rate, max_gap_s)
+        playback = _Playback(publishers, clock, rate, max_gap_s, bool(score_topic))
         collector = _PlanCollector(node, score_topic) if score_topic else None
         _wait_for_subscribers(publishers, wait_for, wait_timeout_s)
         time.sleep(delay_s)  # let subscribers discover the publishers
         while not should_stop():
             playback.once(reader, report, should_stop)
+            playback.collect_ground_truth = False
             if not loop or should_stop():
                 break
             report.loops += 1
@@ -193,6 +195,8 @@ def play(
                 list(collector.plans), playback.ground_truths, int(score_tolerance_s * 1e9)
             )
     finally:
+        if collector is not None:
+            collector.stop()  # before the node goes: its executor may still be spinning it
         reader.close()
         node.destroy_node()
     return report
@@ -223,17 +227,21 @@ def _wait_for_subscribers(publishers: dict, topics: Sequence[str], timeout_s: fl
 
 
 class _Playback:
-    def __init__(self, publishers: dict, clock, rate: float, max_gap_s: float) -> None:
+    def __init__(
+        self, publishers: dict, clock, rate: float, max_gap_s: float, collect_ground_truth: bool
+    ) -> None:
         self.publishers, self.clock, self.rate = publishers, clock, rate
         self.max_gap_ns = int(max_gap_s * 1e9)
+        # Kept only for scoring, and from one pass: a looping bag repeats the same instants.
+        self.collect_ground_truth = collect_ground_truth
         self.ground_truths: list[StampedPath] = []
 
     def tick(self, stamp_ns: int) -> None:
-        from builtin_interfaces.msg import Time
         from rosgraph_msgs.msg import Clock
 
-        sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-        self.clock.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
+        from occvla_ros.ros.conversions import ns_to_stamp
+
+        self.clock.publish(Clock(clock=ns_to_stamp(stamp_ns)))
 
     def once(self, reader, report: PlaybackReport, should_stop: Callable[[], bool]) -> None:
         """Publish the whole bag once, on its own timeline scaled by the rate."""
@@ -254,7 +262,11 @@ class _Playback:
                 self.tick(start_ns + int((time.monotonic() - start_wall) * self.rate * 1e9))
                 time.sleep(min(wait, CLOCK_PERIOD_S))
             self.tick(stamp_ns)
-            if connection.topic == GROUND_TRUTH_TOPIC and connection.msgtype == "nav_msgs/msg/Path":
+            if (
+                self.collect_ground_truth
+                and connection.topic == GROUND_TRUTH_TOPIC
+                and connection.msgtype == "nav_msgs/msg/Path"
+            ):
                 from nav_msgs.msg import Path as PathMessage
                 from rclpy.serialization import deserialize_message
 

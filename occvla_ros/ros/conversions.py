@@ -7,6 +7,7 @@ element by element (hundreds of times slower for images and clouds).
 from __future__ import annotations
 
 import array
+import math
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -16,7 +17,7 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from occvla_ros.constants import OCC3D_CLASS_COLORS, OCC3D_CLASS_NAMES
+from occvla_ros.constants import NUM_OCC_CLASSES, OCC3D_CLASS_COLORS, OCC3D_CLASS_NAMES
 from occvla_ros.errors import DataError
 from occvla_ros.geometry import (
     path_headings,
@@ -81,9 +82,20 @@ def odometry_to_sample(message: Odometry) -> OdometrySample:
     )
 
 
+def odometry_yaw(sample: OdometrySample) -> float:
+    """The sample's heading; DataError for a zero quaternion (a driver that fills only the twist
+    may leave the pose all zero: fine for base_link outputs, no heading for the odometry frame)."""
+    if math.hypot(*sample.orientation_wxyz) < 1e-6:
+        raise DataError(
+            f"odometry at stamp {sample.stamp_ns} ns has a zero orientation quaternion: no "
+            "heading to express the trajectory in the odometry frame"
+        )
+    return quat_wxyz_to_yaw(sample.orientation_wxyz)
+
+
 def waypoints_to_frame(waypoints: np.ndarray, sample: OdometrySample) -> np.ndarray:
     """Ego-frame waypoints [N, 2] -> odometry-frame [N, 2] using the sample's planar pose."""
-    yaw = quat_wxyz_to_yaw(sample.orientation_wxyz)
+    yaw = odometry_yaw(sample)
     rotation = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
     return waypoints @ rotation.T + np.asarray(sample.position[:2])
 
@@ -98,7 +110,7 @@ def path_message(
     if sample is not None:
         origin = np.asarray(sample.position[:2])
         points = waypoints_to_frame(points, sample)
-        start_heading = quat_wxyz_to_yaw(sample.orientation_wxyz)
+        start_heading = odometry_yaw(sample)
         z = sample.position[2]
     else:
         origin = np.zeros(2)
@@ -152,7 +164,13 @@ def cloud_to_points(message: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
         "z": PointField.FLOAT32,
         "class": PointField.UINT8,
     }
-    wrong = [name for name, kind in expected.items() if offsets.get(name, (0, None))[1] != kind]
+    sizes = {PointField.FLOAT32: 4, PointField.UINT8: 1}
+    wrong = [
+        name
+        for name, kind in expected.items()
+        if offsets.get(name, (0, None))[1] != kind
+        or not 0 <= offsets[name][0] <= message.point_step - sizes[kind]
+    ]
     count = message.width * message.height
     if wrong or message.is_bigendian or len(message.data) < count * message.point_step:
         raise DataError(
@@ -169,7 +187,13 @@ def cloud_to_points(message: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
     )
     records = np.frombuffer(message.data, dtype=layout, count=count)
     points = np.stack([records["x"], records["y"], records["z"]], axis=1)  # [N, 3]
-    return points, records["class"].copy()
+    classes = records["class"].copy()
+    if count and (classes.max() >= NUM_OCC_CLASSES or not np.isfinite(points).all()):
+        raise DataError(
+            f"point cloud holds classes up to {classes.max()} (Occ3D has {NUM_OCC_CLASSES}) "
+            "or non-finite coordinates"
+        )
+    return points, classes
 
 
 def class_markers(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 
@@ -44,25 +45,30 @@ class Percentiles:
 
 class IssueBoard:
     """Problems seen recently, keyed so a repeated one is shown once; they expire after
-    ``hold_s`` seconds unless reported again (so a status clears once the cause is gone)."""
+    ``hold_s`` seconds unless reported again (so a status clears once the cause is gone).
+
+    Safe across threads: the planner's callbacks, its inference loop and its diagnostics timer
+    report and read it concurrently.
+    """
 
     def __init__(self, hold_s: float = 5.0) -> None:
         self.hold_s = hold_s
         self._issues: dict[str, tuple[int, str, float]] = {}
+        self._lock = threading.Lock()
 
     def report(self, key: str, message: str, level: int = 1) -> bool:
         """Record an issue; True when it is new (so callers log it once, not per message)."""
-        new = key not in self._issues
-        self._issues[key] = (level, message, time.monotonic())
+        with self._lock:
+            new = key not in self._issues
+            self._issues[key] = (level, message, time.monotonic())
         return new
-
-    def clear(self, key: str) -> None:
-        self._issues.pop(key, None)
 
     def active(self) -> list[tuple[int, str]]:
         now = time.monotonic()
-        self._issues = {k: v for k, v in self._issues.items() if now - v[2] <= self.hold_s}
-        return sorted((level, message) for level, message, _ in self._issues.values())
+        with self._lock:
+            self._issues = {k: v for k, v in self._issues.items() if now - v[2] <= self.hold_s}
+            current = list(self._issues.values())
+        return sorted((level, message) for level, message, _ in current)
 
 
 def status_message(

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import math
+
 from occvla_ros.constants import (
     CAMERA_NAMES,
     ODOMETRY_TOPIC,
@@ -113,12 +115,14 @@ def validate_planner_parameter(name: str, value: object) -> str | None:
     default = PLANNER_PARAMETERS[name][0]
     if type(value) is not type(default):
         return f"{name}={value!r} must be a {type(default).__name__}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name}={value!r} must be a finite number"
     if name in _CHOICES and value not in _CHOICES[name]:
         return f"{name}={value!r} must be one of {_CHOICES[name]}"
     if name in _POSITIVE and not value > 0:
         return f"{name}={value!r} must be > 0"
     if name in ("sync_slop_s", "startup_error_linger_s") and not value >= 0:
         return f"{name}={value!r} must be >= 0"
-    if name.endswith("topic") and not str(value).strip():
+    if (name.endswith("topic") or name == "base_frame") and not str(value).strip():
         return f"{name} must not be empty"
     return None

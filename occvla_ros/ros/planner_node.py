@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import traceback
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,7 +85,7 @@ class PlannerNode(Node):
         self.inference_ms, self.latency_ms = Percentiles(), Percentiles()
         self.counts = {"sets": 0, "dropped_sets": 0, "plans": 0, "degraded_plans": 0}
         self.counts |= {"bad_images": 0, "bad_odometry": 0, "no_odometry": 0, "no_command": 0}
-        self.counts |= {"failed_plans": 0}
+        self.counts |= {"failed_plans": 0, "callback_errors": 0}
         # One slot between the input callbacks and the inference loop: the newest set only.
         self._pending: _Pending | None = None
         self._pending_ready = threading.Condition()
@@ -115,6 +117,7 @@ class PlannerNode(Node):
             slop_ns=int(p["sync_slop_s"] * 1e9),
             queue_size=p["sync_queue_size"],
             reset_ns=int(p["loop_reset_s"] * 1e9),
+            on_discard=Future.cancel,  # its decoding, unless a worker has started it
         )
         self.ego = EgoStateEstimator(tolerance_ns=int(p["odometry_tolerance_s"] * 1e9))
         self.command: str | None = None
@@ -200,7 +203,6 @@ class PlannerNode(Node):
 
     def _on_image(self, name: str, message) -> None:
         self.camera_rates[name].tick()
-        self.last_arrival[name] = self._now_s()
         try:
             frame = (
                 compressed_to_frame(message)
@@ -215,6 +217,9 @@ class PlannerNode(Node):
             key = f"image:{name}:{str(error)[:24]}"
             self._bad_input(key, f"bad image on {name}: {error}", "bad_images")
             return
+        # Only usable images keep a camera live: one sending nothing else goes stale, and the
+        # missing-camera policy applies to it.
+        self.last_arrival[name] = self._now_s()
         # Decoding starts now, on the planner's workers, while the other cameras are in flight.
         view = self.planner.prepare_view(name, frame)
         synced, was_reset = self.sync.add(name, stamp_to_ns(message.header.stamp), view)
@@ -323,6 +328,8 @@ class PlannerNode(Node):
         with self._pending_ready:
             if self._pending is not None:
                 self.counts["dropped_sets"] += 1  # inference is slower than input: keep newest
+                for view in self._pending.synced.items.values():
+                    view.cancel()
             self._pending = pending
             self._pending_ready.notify()
 
@@ -360,8 +367,9 @@ class PlannerNode(Node):
         deadline = time.monotonic() + ODOMETRY_GRACE_S
         while (ego := self.ego.state_at(stamp_ns)) is None and time.monotonic() < deadline:
             newest = self.ego.newest_stamp_ns()
-            if newest is not None and newest >= stamp_ns:
+            if newest is not None and stamp_ns <= newest <= stamp_ns + self.sync.reset_ns:
                 break  # odometry has moved past the set: nothing nearer is coming
+            # (A newest stamp far ahead is the previous pass of a looping bag: keep waiting.)
             time.sleep(0.002)
         return ego
 
@@ -376,7 +384,8 @@ class PlannerNode(Node):
                 "no_odometry",
             )
             return
-        if self.planner.uses_command and self.command is None:
+        command = self.command  # the callbacks thread may replace it meanwhile
+        if self.planner.uses_command and command is None:
             self._bad_input(
                 "no_command",
                 "this checkpoint was trained with navigation commands and none has arrived on "
@@ -396,7 +405,7 @@ class PlannerNode(Node):
             and self.occupancy_publisher.get_subscription_count() > 0
         )
         plan = self.planner.plan(
-            frames, ego.as_array(), command=self.command, with_occupancy=with_occupancy
+            frames, ego.as_array(), command=command, with_occupancy=with_occupancy
         )
         odometry_frame = self.params["trajectory_frame"] == "odometry"
         header = Header(
@@ -435,6 +444,7 @@ class PlannerNode(Node):
                 "rate odometry (Hz)": f"{self.odometry_rate.rate():.1f}",
                 **self.counts,
                 "sync late": self.sync.counters.late,
+                "sync overflow": self.sync.counters.overflow,
                 "sync resets": self.sync.counters.resets,
                 "inference ms": self.inference_ms.summary(),
                 "end-to-end ms": self.latency_ms.summary(),
@@ -449,6 +459,18 @@ class PlannerNode(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_publisher.publish(array)
+
+    def callback_failed(self, error: Exception) -> None:
+        """A callback raised (a bug): count it, ERROR on /diagnostics, log it once per kind."""
+        self.counts["callback_errors"] += 1
+        text = f"a callback raised {_describe(error)}"
+        if self.issues.report(f"callback:{type(error).__name__}", text, ERROR):
+            self.get_logger().error(f"{text}\n{traceback.format_exc()}")
+
+    def destroy_node(self) -> None:
+        if self.planner is not None:
+            self.planner.close()
+        super().destroy_node()
 
     def _trajectory_frame_text(self) -> str:
         if self.params["trajectory_frame"] == "odometry":
@@ -484,8 +506,11 @@ def main(args=None) -> int:
             return 2
         try:
             node.configure()
-        except OccvlaError as error:
-            text = f"startup failed: {error}"
+        except Exception as error:  # any failure ends as one line and exit 1, no traceback
+            # OccvlaError is the expected kind (bad checkpoint, parameter, device); anything
+            # else (a CUDA error or out-of-memory during warm-up) is named by its type.
+            detail = str(error) if isinstance(error, OccvlaError) else _describe(error)
+            text = f"startup failed: {detail}"
             node.get_logger().error(text)
             _linger_with_error(node, text)
             return 1
@@ -522,12 +547,24 @@ def _run(node: PlannerNode) -> None:
         executor.shutdown()
 
 
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
 def _spin_then_stop(executor: SingleThreadedExecutor, node: PlannerNode) -> None:
-    """Run the callbacks until shutdown (Ctrl-C, rclpy.shutdown), then release the main thread."""
+    """Run the callbacks until shutdown (Ctrl-C, rclpy.shutdown), then release the main thread.
+
+    rclpy's executor lets a callback's exception out of ``spin``; it is reported (once per kind,
+    with its traceback) and the callbacks go on, so one bad message cannot stop the inputs.
+    """
     try:
-        executor.spin()
-    except ExternalShutdownException:
-        pass
+        while executor.context.ok():
+            try:
+                executor.spin()
+            except ExternalShutdownException:
+                return
+            except Exception as error:  # see the docstring
+                node.callback_failed(error)
     finally:
         node.stop()
 

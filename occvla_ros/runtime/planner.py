@@ -99,9 +99,9 @@ def frame_to_model_rgb(frame: CameraFrame, size: int, name: str) -> np.ndarray:
     """RGB uint8 [size, size, 3]; DataError naming the camera on bad data."""
     if frame.encoding not in ENCODINGS:
         raise DataError(f"{name}: unsupported encoding {frame.encoding!r}; expected {ENCODINGS}")
+    if frame.encoding == JPEG:  # decode_jpeg's errors name the camera already
+        return frame_to_rgb(decode_jpeg(bytes(frame.data), size, name), "bgr8", size)
     try:
-        if frame.encoding == JPEG:
-            return frame_to_rgb(decode_jpeg(bytes(frame.data), size, name), "bgr8", size)
         return frame_to_rgb(frame.data, frame.encoding, size)
     except DataError as error:
         raise DataError(f"{name}: {error}") from error
@@ -158,6 +158,10 @@ class Planner:
             command = GO_STRAIGHT if self.uses_command else None
             self.plan([blank] * NUM_CAMERAS, (0.0, 0.0, 0.0), command=command)
 
+    def close(self) -> None:
+        """Stop the decoding workers; views not yet started are cancelled."""
+        self._view_workers.shutdown(wait=True, cancel_futures=True)
+
     @property
     def has_occupancy(self) -> bool:
         return self.model.occupancy is not None
@@ -166,7 +170,9 @@ class Planner:
         """Start decoding and resizing one camera's frame on a worker thread.
 
         The future's result is RGB uint8 [S, S, 3]; it raises DataError naming the camera on bad
-        data. Pass the future to ``plan`` in place of the frame.
+        data. Pass the future to ``plan`` in place of the frame, or cancel it when the view is no
+        longer needed: the workers take views in submission order, so views nobody will use
+        delay the ones that are.
         """
         return self._view_workers.submit(frame_to_model_rgb, frame, self.image_size, name)
 

@@ -7,11 +7,15 @@ a set is never emitted twice and never older than the previous one.
 
 Stamps going backwards in one slot by more than ``reset_ns`` (a bag loop, a restarted driver)
 reset all queues; a message older than the last emitted set is discarded as late.
+
+Every queued payload that leaves without being emitted (overflow, pruning, reset) is passed to
+``on_discard``, so a caller whose payloads carry work in progress (the planner's decoding) can
+cancel it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +49,7 @@ class ApproximateTimeSynchronizer:
         slop_ns: int,
         queue_size: int = 10,
         reset_ns: int = 1_000_000_000,
+        on_discard: Callable[[Any], None] | None = None,
     ) -> None:
         if len(set(slots)) != len(slots) or not slots:
             raise ConfigError(f"synchroniser slots must be distinct and non-empty, got {slots}")
@@ -57,6 +62,7 @@ class ApproximateTimeSynchronizer:
         self.slop_ns = slop_ns
         self.queue_size = queue_size
         self.reset_ns = reset_ns
+        self._on_discard = on_discard
         self.required = set(self.slots)
         self.counters = SyncCounters()
         self._queues = {slot: _Queue() for slot in self.slots}
@@ -71,8 +77,14 @@ class ApproximateTimeSynchronizer:
 
     def reset(self) -> None:
         for queue in self._queues.values():
+            self._discard(queue.entries)
             queue.entries.clear()
         self._last_emitted_ns = None
+
+    def _discard(self, entries: list[tuple[int, Any]]) -> None:
+        if self._on_discard is not None:
+            for _, item in entries:
+                self._on_discard(item)
 
     def add(self, slot: str, stamp_ns: int, item: Any) -> tuple[SyncedSet | None, bool]:
         """Queue one message; returns (the completed set or None, whether a reset happened)."""
@@ -91,7 +103,7 @@ class ApproximateTimeSynchronizer:
             position -= 1
         queue.insert(position, (stamp_ns, item))
         if len(queue) > self.queue_size:
-            queue.pop(0)
+            self._discard([queue.pop(0)])
             self.counters.overflow += 1
         return self._match(slot, stamp_ns), was_reset
 
@@ -108,7 +120,9 @@ class ApproximateTimeSynchronizer:
         if max(stamps) - min(stamps) > self.slop_ns:
             return None
         newest = max(stamps)
+        emitted = {id(item) for _, item in picked.values()}
         for queue in self._queues.values():
+            self._discard([e for e in queue.entries if e[0] <= newest and id(e[1]) not in emitted])
             queue.entries = [entry for entry in queue.entries if entry[0] > newest]
         self._last_emitted_ns = newest
         self.counters.emitted += 1

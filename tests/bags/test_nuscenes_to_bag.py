@@ -213,11 +213,14 @@ def test_loop_plays_the_bag_again_until_stopped(synthetic_dataroot, tmp_path):
     rclpy.init()
     deadline = time.monotonic() + 2.0  # the 8 s scene takes 0.2 s at 40x
     try:
-        played = play(bag, rate=40.0, loop=True, delay_s=0.0,
+        played = play(bag, rate=40.0, loop=True, delay_s=0.0, score_wait_s=0.0,
+                      score_topic="/occvla_planner/trajectory",
                       should_stop=lambda: time.monotonic() > deadline)  # fmt: skip
     finally:
         rclpy.try_shutdown()
     assert played.loops >= 2
+    # Scoring keeps the ground truth of one pass, not one copy per loop.
+    assert 0 < played.score.ground_truths <= report.messages[GROUND_TRUTH_TOPIC]
     topic = camera_image_topic("CAM_FRONT")
     assert played.published[topic] >= played.loops * report.messages[topic]
     without_tf = message_class("tf2_msgs/msg/TFMessage") is None  # no ROS install

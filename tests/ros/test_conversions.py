@@ -51,8 +51,23 @@ def test_point_cloud_layout_and_round_trip():
     back_points, back_classes = cloud_to_points(cloud)
     np.testing.assert_array_equal(back_points, points)
     np.testing.assert_array_equal(back_classes, classes)
+    cloud.fields[3].offset = 16  # past the end of a 16-byte point
+    with pytest.raises(DataError, match=r"wrong fields \['class'\]"):
+        cloud_to_points(cloud)
+    cloud.fields[3].offset = 12
     cloud.fields[3].datatype = PointField.FLOAT32
     with pytest.raises(DataError, match="class"):
+        cloud_to_points(cloud)
+
+
+@pytest.mark.parametrize(
+    ("points", "classes"),
+    [([[1.0, 2.0, 0.5]], [200]), ([[np.nan, 2.0, 0.5]], [4])],
+    ids=["class beyond Occ3D", "NaN coordinate"],
+)
+def test_clouds_with_values_no_marker_can_show_are_refused(points, classes):
+    cloud = occupancy_cloud(np.array(points, np.float32), np.array(classes, np.uint8), header())
+    with pytest.raises(DataError, match="classes up to"):
         cloud_to_points(cloud)
 
 
@@ -82,6 +97,16 @@ def test_path_in_the_odometry_frame_uses_the_pose():
     assert (first.position.x, first.position.y) == pytest.approx((10.0, -4.0))
     yaw = quat_wxyz_to_yaw((first.orientation.w, 0.0, 0.0, first.orientation.z))
     assert yaw == pytest.approx(math.pi / 2)
+
+
+def test_a_twist_only_odometry_serves_base_link_paths_but_not_odometry_frame_ones():
+    odometry = Odometry(header=header("odom"))
+    odometry.pose.pose.orientation.w = 0.0  # an all-zero pose, as some drivers leave it
+    sample = odometry_to_sample(odometry)
+    waypoints = np.array([[1.0, 0.0]] * 6)
+    assert len(path_message(waypoints, header(), None).poses) == 6
+    with pytest.raises(DataError, match="zero orientation quaternion"):
+        path_message(waypoints, header("odom"), sample)
 
 
 def image(encoding, height, width, channels, *, step=None, fill=None):

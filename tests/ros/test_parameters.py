@@ -24,6 +24,9 @@ def test_planner_yaml_matches_the_declared_defaults():
         ("missing_camera_policy", "guess", "must be one of"),
         ("sync_slop_s", 1, "must be a float"),
         ("odometry_topic", " ", "must not be empty"),
+        ("base_frame", "", "must not be empty"),
+        ("sync_slop_s", float("inf"), "must be a finite number"),
+        ("loop_reset_s", float("nan"), "must be a finite number"),
     ],
 )
 def test_invalid_values_are_named(name, value, message):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -95,6 +97,7 @@ def test_incompatible_qos_subscriber_is_reported(raw_node):
         (("checkpoint:=/does/not/exist",), "checkpoint directory /does/not/exist does not exist"),
         (("preset:=paligemma2-3b-224",), "model, expected 'paligemma2-3b-224'"),
         (("missing_camera_policy:=guess",), "missing_camera_policy='guess' must be one of"),
+        (("loop_reset_s:=.inf",), "loop_reset_s=inf must be a finite number"),
     ],
 )
 def test_startup_failures_log_report_and_exit_non_zero(
@@ -142,3 +145,56 @@ def test_a_wrongly_typed_parameter_exits_with_a_clear_error(tmp_path, module, pa
     log = node.log_text()
     assert "startup failed" in log and parameter.split(":=")[0] in log
     assert "Traceback" not in log
+
+
+def test_an_unexpected_startup_failure_is_one_line_and_exit_one(tiny_checkpoint, tmp_path):
+    # Fault injection: nothing here makes the model load fail outside OccvlaError (on a GPU,
+    # CUDA running out of memory during warm-up does).
+    code = (
+        "import sys\n"
+        "import occvla_ros.runtime.planner as planner\n"
+        "def out_of_memory(*args, **kwargs):\n"
+        "    raise RuntimeError('CUDA out of memory (injected)')\n"
+        "planner.Planner.__init__ = out_of_memory\n"
+        "from occvla_ros.ros.planner_node import main\n"
+        "sys.exit(main())\n"
+    )
+    command = [sys.executable, "-c", code, "--ros-args", "-p", f"checkpoint:={tiny_checkpoint}"]
+    node = ProcessHandle([*command, "-p", "startup_error_linger_s:=0.5"], tmp_path / "node.log")
+    assert node.wait(60.0) == 1
+    log = node.log_text()
+    assert "startup failed: RuntimeError: CUDA out of memory (injected)" in log
+    assert "Traceback" not in log
+
+
+def test_a_raising_callback_is_reported_and_the_callbacks_go_on():
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from occvla_ros.ros.planner_node import _spin_then_stop
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("occvla_raising_callback", context=context)
+    calls, failures, stopped = [], [], []
+
+    def callback() -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise ValueError("a message no callback expected")
+        if len(calls) == 3:
+            context.shutdown()
+
+    node.create_timer(0.01, callback)
+    node.callback_failed, node.stop = failures.append, lambda: stopped.append(True)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        _spin_then_stop(executor, node)  # returns once the context is shut down
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+    assert len(calls) == 3  # the callbacks went on after the first one raised
+    assert [str(error) for error in failures] == ["a message no callback expected"]
+    assert stopped == [True]  # and the inference loop is released at the end

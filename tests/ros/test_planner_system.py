@@ -109,10 +109,10 @@ def test_corrupt_jpeg_is_reported_and_skipped(system):
     corrupt = CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xe0" + b"\x00" * 400)
     published = stamps(3000.0, 6)
     assert drive(
-        probe, rig, published, lambda: outputs.status_with("planning failed: CAM_FRONT"),
+        probe, rig, published, lambda: outputs.status_with("planning failed: image CAM_FRONT"),
         replace={"CAM_FRONT": corrupt},
     )  # fmt: skip
-    assert "planning failed: CAM_FRONT" in launcher.log_text()
+    assert "planning failed: image CAM_FRONT" in launcher.log_text()
     assert not stamped_in(outputs.paths, published)  # no output for a set it could not read
 
 
@@ -126,6 +126,21 @@ def test_wrong_compressed_format_is_reported(system):
         replace={"CAM_BACK_LEFT": png},
     )  # fmt: skip
     assert "unsupported compressed format 'png'" in launcher.log_text()
+
+
+def test_a_camera_sending_only_unusable_images_goes_stale_and_is_blanked(system):
+    from sensor_msgs.msg import CompressedImage
+
+    probe, rig, outputs, _, launcher = system
+    png = CompressedImage(format="png", data=b"\x89PNG....")
+    published = stamps(3500.0, 30)
+    assert drive(
+        probe, rig, published,
+        lambda: outputs.status_with("degraded output: blank view for CAM_BACK_LEFT")
+        and stamped_in(outputs.paths, published),
+        replace={"CAM_BACK_LEFT": png},
+    )  # fmt: skip
+    assert "camera(s) silent for more than 1.0 s: ['CAM_BACK_LEFT']" in launcher.log_text()
 
 
 def test_nan_odometry_is_reported_and_never_planned(system):
@@ -152,3 +167,17 @@ def test_stamps_going_backwards_reset_and_planning_resumes(system):
     # The looped instant itself is planned: its odometry, taken before its images, survives the
     # synchroniser reset.
     assert probe.spin_until(lambda: stamped_in(outputs.paths, looped[:1]), 5.0)
+
+
+def test_after_a_loop_a_set_whose_odometry_comes_last_is_planned(system):
+    probe, rig, outputs, _, _ = system
+    from occvla_ros.constants import CAMERA_NAMES
+
+    before = stamps(6000.0, 20)
+    assert drive(probe, rig, before, lambda: stamped_in(outputs.paths, before))
+    looped = int(5.0 * SECOND)  # the bag started again
+    for name in CAMERA_NAMES:
+        rig.cameras[name].publish(rig.camera_message(name, looped))
+    probe.spin_for(0.02)  # inside the node's 50 ms odometry grace
+    rig.publish_odometry(looped)  # after the images: the node waits for it
+    assert probe.spin_until(lambda: stamped_in(outputs.paths, [looped]), 10.0)

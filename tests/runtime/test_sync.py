@@ -91,3 +91,17 @@ def test_invalid_settings_are_rejected():
         make_sync(slop_ns=-1)
     with pytest.raises(ConfigError):
         ApproximateTimeSynchronizer(["A", "A"], slop_ns=1)
+
+
+def test_every_payload_leaving_unemitted_goes_to_on_discard():
+    discarded: list[str] = []
+    sync = make_sync(queue_size=2, on_discard=discarded.append)
+    feed(sync, [("A", 100), ("A", 200), ("A", 300)])  # A@100 overflows
+    assert discarded == ["A@100"]
+    [synced] = feed(sync, [("B", 300), ("B", 310), ("C", 308)])  # A@200 and B@300 are pruned
+    assert synced.items == {"A": "A@300", "B": "B@310", "C": "C@308"}
+    assert sorted(discarded) == ["A@100", "A@200", "B@300"]
+    feed(sync, [("A", 3000), ("B", 3000)])
+    assert sync.add("A", 10 * MS, "A@10") == (None, True)  # stamps went backwards: a reset
+    assert sorted(discarded) == ["A@100", "A@200", "A@3000", "B@300", "B@3000"]
+    assert not {"A@300", "B@310", "C@308"} & set(discarded)  # emitted payloads are not
