@@ -4,6 +4,9 @@
 # Creating the environment twice is a no-op; changing any file in requirements/ re-creates it.
 
 PYTHON ?= python3
+# Another index pip may take wheels from. Plain PyPI's Linux torch is the CUDA build; on a machine
+# without a GPU, PIP_EXTRA_INDEX=https://download.pytorch.org/whl/cpu gives the CPU build.
+PIP_EXTRA_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 REQUIREMENTS := requirements/base.txt requirements/ros.txt requirements/dev.txt
@@ -20,8 +23,9 @@ venv: $(DEPS_STAMP)
 $(DEPS_STAMP): $(REQUIREMENTS)
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	# torch is pinned in the same command so pip can never swap in a CUDA build.
+	# torch is pinned in the same command, so no other requirement can pull in another torch build.
 	$(BIN)/pip install --quiet --disable-pip-version-check \
+		$(if $(PIP_EXTRA_INDEX),--extra-index-url $(PIP_EXTRA_INDEX)) \
 		-r requirements/base.txt -r requirements/ros.txt -r requirements/dev.txt torch==2.13.0
 	# colcon must not crawl into the environment when building the package.
 	touch $(VENV)/COLCON_IGNORE

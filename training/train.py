@@ -56,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--occworld-vqvae",
         type=Path,
-        help="OccWorld tokenizer weights for the frozen occupancy decoder (a fresh model only)",
+        help="OccWorld tokenizer weights for the frozen occupancy decoder (replace the decoder "
+        "of a fresh model or of the --init checkpoint)",
     )
     parser.add_argument("--max-steps", type=int, help="override training.max_steps")
     add_loader_arguments(parser)

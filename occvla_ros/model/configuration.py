@@ -1,9 +1,9 @@
 """OccVLA configuration as data: typed dataclasses, two presets, YAML round-trip.
 
-``OccVLAConfig.preset("paligemma2-3b-224")`` is the paper's model (PaliGemma2-3B at 224 px, loaded
-from a local weights directory); ``OccVLAConfig.preset("tiny")`` has the same architecture with a
-few narrow layers, random init and an in-process tokenizer, for tests and the CPU demo. A
-checkpoint stores the configuration it was trained with (see ``checkpoint.py``).
+``OccVLAConfig.from_preset("paligemma2-3b-224")`` is the paper's model (PaliGemma2-3B at 224 px,
+loaded from a local weights directory); ``OccVLAConfig.from_preset("tiny")`` has the same
+architecture with a few narrow layers, random init and an in-process tokenizer, for tests and the
+CPU demo. A checkpoint stores the configuration it was trained with (see ``checkpoint.py``).
 """
 
 from __future__ import annotations
