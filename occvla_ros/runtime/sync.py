@@ -6,7 +6,11 @@ message closest in stamp is picked, and the set is emitted when all picked stamp
 a set is never emitted twice and never older than the previous one.
 
 Stamps going backwards in one slot by more than ``reset_ns`` (a bag loop, a restarted driver)
-reset all queues; a message older than the last emitted set is discarded as late.
+reset all queues; a message older than the last emitted set is discarded as late. So is, after a
+reset, a straggler of the previous pass: a message stamped more than ``reset_ns`` beyond the new
+timeline's newest and no later than the old one's (topics are not ordered across each other, so
+the previous pass's last images can arrive after the first looped ones; each would otherwise
+reset the queues again and lose the looped set).
 
 Every queued payload that leaves without being emitted (overflow, pruning, reset) is passed to
 ``on_discard``, so a caller whose payloads carry work in progress (the planner's decoding) can
@@ -67,6 +71,8 @@ class ApproximateTimeSynchronizer:
         self.counters = SyncCounters()
         self._queues = {slot: _Queue() for slot in self.slots}
         self._last_emitted_ns: int | None = None
+        self._newest_ns: int | None = None  # newest stamp queued since the last reset
+        self._previous_pass_end_ns: int | None = None  # newest stamp before the last reset
 
     def set_required(self, slots: Sequence[str]) -> None:
         """Match on these slots only (the others are stale and substituted by the caller)."""
@@ -80,6 +86,7 @@ class ApproximateTimeSynchronizer:
             self._discard(queue.entries)
             queue.entries.clear()
         self._last_emitted_ns = None
+        self._newest_ns = None
 
     def _discard(self, entries: list[tuple[int, Any]]) -> None:
         if self._on_discard is not None:
@@ -91,13 +98,18 @@ class ApproximateTimeSynchronizer:
         queue = self._queues[slot].entries
         was_reset = False
         newest = queue[-1][0] if queue else self._last_emitted_ns
+        if self._from_previous_pass(stamp_ns):
+            self.counters.late += 1
+            return None, False
         if newest is not None and stamp_ns < newest - self.reset_ns:
+            self._previous_pass_end_ns = self._newest_ns
             self.reset()
             self.counters.resets += 1
             was_reset = True
         elif self._last_emitted_ns is not None and stamp_ns <= self._last_emitted_ns:
             self.counters.late += 1
             return None, False
+        self._newest_ns = stamp_ns if self._newest_ns is None else max(self._newest_ns, stamp_ns)
         position = len(queue)
         while position > 0 and queue[position - 1][0] > stamp_ns:
             position -= 1
@@ -106,6 +118,10 @@ class ApproximateTimeSynchronizer:
             self._discard([queue.pop(0)])
             self.counters.overflow += 1
         return self._match(slot, stamp_ns), was_reset
+
+    def _from_previous_pass(self, stamp_ns: int) -> bool:
+        end, current = self._previous_pass_end_ns, self._newest_ns
+        return end is not None and current is not None and current + self.reset_ns < stamp_ns <= end
 
     def _match(self, slot: str, stamp_ns: int) -> SyncedSet | None:
         if slot not in self.required:

@@ -105,3 +105,14 @@ def test_every_payload_leaving_unemitted_goes_to_on_discard():
     assert sync.add("A", 10 * MS, "A@10") == (None, True)  # stamps went backwards: a reset
     assert sorted(discarded) == ["A@100", "A@200", "A@3000", "B@300", "B@3000"]
     assert not {"A@300", "B@310", "C@308"} & set(discarded)  # emitted payloads are not
+
+
+def test_a_straggler_of_the_previous_pass_does_not_reset_the_looped_set_again():
+    sync = make_sync()
+    feed(sync, [("A", 6000), ("B", 6000), ("C", 6000), ("A", 6500)])  # A's next set in flight
+    assert sync.add("A", 5 * MS, "A@5") == (None, True)  # the bag looped: a reset
+    # B and C of the 6500 ms set arrive after it: topics are not ordered across each other.
+    assert feed(sync, [("B", 6500), ("C", 6500)]) == []
+    assert sync.counters.late == 2 and sync.counters.resets == 1
+    [looped] = feed(sync, [("B", 5), ("C", 5)])
+    assert looped.items == {"A": "A@5", "B": "B@5", "C": "C@5"}
