@@ -6,9 +6,9 @@ message closest in stamp is picked, and the set is emitted when all picked stamp
 a set is never emitted twice and never older than the previous one.
 
 Stamps going backwards in one slot by more than ``reset_ns`` (a bag loop, a restarted driver)
-reset all queues; a message older than the last emitted set is discarded as late. So is, after a
-reset, a straggler of the previous pass: a message stamped more than ``reset_ns`` beyond the new
-timeline's newest and no later than the old one's (topics are not ordered across each other, so
+reset all queues; a message older than the last emitted set is discarded as late. So is, between
+a reset and the first set after it, a straggler of the previous pass: a message stamped more than
+``reset_ns`` beyond the newest one since the reset (topics are not ordered across each other, so
 the previous pass's last images can arrive after the first looped ones; each would otherwise
 reset the queues again and lose the looped set).
 
@@ -71,8 +71,8 @@ class ApproximateTimeSynchronizer:
         self.counters = SyncCounters()
         self._queues = {slot: _Queue() for slot in self.slots}
         self._last_emitted_ns: int | None = None
-        self._newest_ns: int | None = None  # newest stamp queued since the last reset
-        self._previous_pass_end_ns: int | None = None  # newest stamp before the last reset
+        # Newest stamp queued since a reset, until the first set after it (None otherwise).
+        self._looped_newest_ns: int | None = None
 
     def set_required(self, slots: Sequence[str]) -> None:
         """Match on these slots only (the others are stale and substituted by the caller)."""
@@ -86,7 +86,6 @@ class ApproximateTimeSynchronizer:
             self._discard(queue.entries)
             queue.entries.clear()
         self._last_emitted_ns = None
-        self._newest_ns = None
 
     def _discard(self, entries: list[tuple[int, Any]]) -> None:
         if self._on_discard is not None:
@@ -102,14 +101,16 @@ class ApproximateTimeSynchronizer:
             self.counters.late += 1
             return None, False
         if newest is not None and stamp_ns < newest - self.reset_ns:
-            self._previous_pass_end_ns = self._newest_ns
             self.reset()
             self.counters.resets += 1
             was_reset = True
         elif self._last_emitted_ns is not None and stamp_ns <= self._last_emitted_ns:
             self.counters.late += 1
             return None, False
-        self._newest_ns = stamp_ns if self._newest_ns is None else max(self._newest_ns, stamp_ns)
+        if was_reset:
+            self._looped_newest_ns = stamp_ns
+        elif self._looped_newest_ns is not None:
+            self._looped_newest_ns = max(self._looped_newest_ns, stamp_ns)
         position = len(queue)
         while position > 0 and queue[position - 1][0] > stamp_ns:
             position -= 1
@@ -120,8 +121,8 @@ class ApproximateTimeSynchronizer:
         return self._match(slot, stamp_ns), was_reset
 
     def _from_previous_pass(self, stamp_ns: int) -> bool:
-        end, current = self._previous_pass_end_ns, self._newest_ns
-        return end is not None and current is not None and current + self.reset_ns < stamp_ns <= end
+        newest = self._looped_newest_ns
+        return newest is not None and stamp_ns > newest + self.reset_ns
 
     def _match(self, slot: str, stamp_ns: int) -> SyncedSet | None:
         if slot not in self.required:
@@ -141,6 +142,7 @@ class ApproximateTimeSynchronizer:
             self._discard([e for e in queue.entries if e[0] <= newest and id(e[1]) not in emitted])
             queue.entries = [entry for entry in queue.entries if entry[0] > newest]
         self._last_emitted_ns = newest
+        self._looped_newest_ns = None
         self.counters.emitted += 1
         return SyncedSet(
             stamp_ns=newest,

@@ -7,6 +7,7 @@ order and each ends with the system healthy again.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -182,6 +183,8 @@ def test_after_a_loop_a_set_whose_odometry_comes_last_is_planned(system):
     looped = int(5.0 * SECOND)  # the bag started again
     for name in CAMERA_NAMES:
         rig.cameras[name].publish(rig.camera_message(name, looped))
-    probe.spin_for(0.02)  # inside the node's 50 ms odometry grace
+    # 20 ms, inside the node's 50 ms odometry grace. A sleep, not a spin: this probe's callbacks
+    # (a large MarkerArray) could take longer than the grace.
+    time.sleep(0.02)
     rig.publish_odometry(looped)  # after the images: the node waits for it
     assert probe.spin_until(lambda: stamped_in(outputs.paths, [looped]), 10.0)

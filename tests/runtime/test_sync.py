@@ -112,7 +112,12 @@ def test_a_straggler_of_the_previous_pass_does_not_reset_the_looped_set_again():
     feed(sync, [("A", 6000), ("B", 6000), ("C", 6000), ("A", 6500)])  # A's next set in flight
     assert sync.add("A", 5 * MS, "A@5") == (None, True)  # the bag looped: a reset
     # B and C of the 6500 ms set arrive after it: topics are not ordered across each other.
-    assert feed(sync, [("B", 6500), ("C", 6500)]) == []
-    assert sync.counters.late == 2 and sync.counters.resets == 1
+    # So may a set the queues never saw before the loop (7000 ms).
+    assert feed(sync, [("B", 6500), ("C", 6500), ("B", 7000)]) == []
+    assert sync.counters.late == 3 and sync.counters.resets == 1
     [looped] = feed(sync, [("B", 5), ("C", 5)])
     assert looped.items == {"A": "A@5", "B": "B@5", "C": "C@5"}
+
+    # After the first looped set, time runs on as usual, gaps included.
+    [later] = feed(sync, [("A", 2005), ("B", 2005), ("C", 2005)])
+    assert later.stamp_ns == 2005 * MS and sync.counters.late == 3
