@@ -15,7 +15,7 @@ six images then go out back to back and the time runs from building the first. W
 ``--stagger-ms X`` they go out X ms apart, as on a rig whose cameras fire in turn (nuScenes: about
 40 ms from the first to the last), and the time runs from the last one's publish: the latency a
 plan has after its last image. ``--malloc-defaults`` runs the node and this process with glibc's
-default malloc thresholds instead of ``occvla_ros.runtime.heap``'s.
+default malloc thresholds and arena count instead of ``occvla_ros.runtime.heap``'s.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ os.environ.update(
 )
 
 
+# glibc's own arena limit on 64-bit machines, which the node's limit_malloc_arenas() replaces.
+GLIBC_DEFAULT_ARENAS = {"MALLOC_ARENA_MAX": str(8 * (os.cpu_count() or 1))}
+
+
 def nuscenes_sized_jpegs(seed: int = 0) -> dict[str, bytes]:
     import cv2
 
@@ -69,7 +73,9 @@ def prepare_checkpoint(checkpoint: str | None) -> Path:
     return save_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="occvla-bench-")) / "tiny")
 
 
-def start_node(checkpoint: Path, log_path: Path, *parameters: str) -> subprocess.Popen:
+def start_node(
+    checkpoint: Path, log_path: Path, *parameters: str, environment: dict[str, str] | None = None
+) -> subprocess.Popen:
     command = [sys.executable, "-m", "occvla_ros.ros.planner_node", "--ros-args"]
     command += [
         "-r",
@@ -80,7 +86,11 @@ def start_node(checkpoint: Path, log_path: Path, *parameters: str) -> subprocess
     for parameter in (f"checkpoint:={checkpoint}", "device:=cpu", *parameters):
         command += ["-p", parameter]
     return subprocess.Popen(
-        command, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, cwd=REPO_ROOT
+        command,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+        env=os.environ | (environment or {}),
     )
 
 
@@ -89,7 +99,7 @@ def running_planner(checkpoint_argument: str | None, *, malloc_defaults: bool = 
     """A started planner_node and a connected probe: (checkpoint, node, probe, rig, outputs).
 
     The rig publishes nuScenes-sized JPEGs; everything is stopped on exit. ``malloc_defaults``
-    starts the node with ``fixed_malloc_thresholds:=false``.
+    starts the node with ``fixed_malloc_thresholds:=false`` and glibc's default arena count.
     """
     from tests.ros.rig import CameraRig, Outputs
     from tests.support.ros import RosProbe
@@ -97,7 +107,10 @@ def running_planner(checkpoint_argument: str | None, *, malloc_defaults: bool = 
     checkpoint = prepare_checkpoint(checkpoint_argument)
     log_path = Path(tempfile.mkdtemp(prefix="occvla-bench-log-")) / "planner.log"
     node = start_node(
-        checkpoint, log_path, f"fixed_malloc_thresholds:={str(not malloc_defaults).lower()}"
+        checkpoint,
+        log_path,
+        f"fixed_malloc_thresholds:={str(not malloc_defaults).lower()}",
+        environment=GLIBC_DEFAULT_ARENAS if malloc_defaults else None,
     )
     probe = RosProbe()
     try:
@@ -160,14 +173,16 @@ def main() -> None:
 
     from occvla_ros.constants import CAMERA_NAMES
     from occvla_ros.ros.conversions import stamp_to_ns
-    from occvla_ros.runtime.heap import keep_frame_buffers_in_heap
+    from occvla_ros.runtime.heap import keep_frame_buffers_in_heap, limit_malloc_arenas
     from occvla_ros.runtime.planner import JPEG, CameraFrame, Planner
     from tests.ros.rig import SECOND
 
+    if not args.malloc_defaults:  # the bare call runs with the node's allocator settings
+        limit_malloc_arenas()  # before the probe's DDS threads exist, as the node does
     started = running_planner(args.checkpoint, malloc_defaults=args.malloc_defaults)
     with started as (checkpoint, _, probe, rig, outputs):
         planner = Planner(checkpoint, device="cpu")
-        if not args.malloc_defaults:  # the bare call runs with the node's allocator settings
+        if not args.malloc_defaults:
             keep_frame_buffers_in_heap()
         frames = {name: CameraFrame(bytes(rig.jpegs[name]), JPEG) for name in CAMERA_NAMES}
         node_ms, bare_ms = [], []

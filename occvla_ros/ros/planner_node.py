@@ -49,7 +49,7 @@ from occvla_ros.ros.parameters import (
     validate_planner_parameter,
 )
 from occvla_ros.runtime.ego import EgoStateEstimator
-from occvla_ros.runtime.heap import keep_frame_buffers_in_heap
+from occvla_ros.runtime.heap import keep_frame_buffers_in_heap, limit_malloc_arenas
 from occvla_ros.runtime.planner import (
     NUSCENES_HFOV_DEG,
     CameraFrame,
@@ -496,6 +496,7 @@ def _linger_with_error(node: PlannerNode, text: str) -> None:
 
 
 def main(args=None) -> int:
+    limit_malloc_arenas()  # before rclpy.init starts any thread; MALLOC_ARENA_MAX overrides
     rclpy.init(args=args)
     node = None
     try:

@@ -9,19 +9,52 @@ defaults and none with the thresholds below; the set's round trip falls from 4.9
 
 Fixing the thresholds also switches glibc's adaptation off, so they are chosen for the largest
 per-frame buffers: a raw 1600x900 rgb8 image is 4.3 MB, a set of six with its copies about 30 MB.
+
+Each such threshold applies per malloc arena, and glibc gives threads up to 8 arenas per core: a
+frame allocated on a DDS thread, decoded on a worker and freed on the main thread leaves free
+memory behind in several arenas, which each keep up to the trim threshold. With the default arena
+count the node's resident memory crept by about 1.4 MiB a minute at 12 Hz (benchmarks/
+ros_sustained.py, docs/ros.md); capped at two arenas before any thread exists, it did not.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 # mallopt() parameter numbers from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 MMAP_THRESHOLD_BYTES = 16 << 20  # above any one frame buffer: those come from the heap
 TRIM_THRESHOLD_BYTES = 64 << 20  # above a set's buffers: freed frames are not handed back
+MALLOC_ARENAS = 2
+ARENA_VARIABLE = "MALLOC_ARENA_MAX"  # glibc's own setting, read at process start
+
+
+def _mallopt(parameter: int, value: int) -> bool:
+    """glibc's mallopt(); False where there is none (macOS, Windows, musl) or it refused."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return mallopt(parameter, value) == 1
+
+
+def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for the threads this process starts from now on.
+
+    Call it first thing in a node's main(), before rclpy starts DDS threads: a thread gets its
+    arena at its first allocation, so threads started earlier keep theirs. ``MALLOC_ARENA_MAX``
+    in the environment is the user's choice and is left alone (returns False then, as it does
+    where mallopt is not available).
+    """
+    if ARENA_VARIABLE in os.environ:
+        return False
+    return _mallopt(_M_ARENA_MAX, count)
 
 
 def keep_frame_buffers_in_heap() -> bool:
@@ -33,12 +66,5 @@ def keep_frame_buffers_in_heap() -> bool:
     one-off copies should not. It changes the whole process's allocator, so a library never
     calls it on its own.
     """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):  # macOS, Windows: no mallopt
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
-    return mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and ok
+    mmap_fixed = _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    return _mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) and mmap_fixed

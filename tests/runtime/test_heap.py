@@ -1,10 +1,12 @@
-"""keep_frame_buffers_in_heap: frame-sized buffers stop page-faulting on every allocation."""
+"""The allocator settings for processes that move images: thresholds and arena count."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+from occvla_ros.runtime.heap import ARENA_VARIABLE
 from tests.conftest import REPO_ROOT
 
 # Six 507 kB buffers written on worker threads and dropped on the main thread, as the node's
@@ -47,3 +49,56 @@ def test_fixed_thresholds_stop_the_page_faults_of_frame_buffers():
     # A 507 kB buffer spans 124 pages: with glibc's defaults most are faulted in afresh.
     assert default > 30, default
     assert fixed < 5, fixed
+
+
+# Eight threads alive at once, each allocating once (a thread takes its arena at its first
+# allocation); prints the number of arenas glibc's malloc_stats() reports.
+ARENAS_IN_USE = """
+import ctypes, ctypes.util, os, sys, threading
+from occvla_ros.runtime.heap import limit_malloc_arenas
+
+if sys.argv[1] == "limited":
+    print(limit_malloc_arenas(2))
+started, release = threading.Barrier(9), threading.Event()
+
+def allocate():
+    buffer = bytearray(1 << 20)
+    started.wait()
+    release.wait()
+    del buffer
+
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for thread in threads:
+    thread.start()
+started.wait()
+sys.stderr.flush()
+os.dup2(sys.stdout.fileno(), 2)  # malloc_stats() writes to the C stderr
+ctypes.CDLL(ctypes.util.find_library("c")).malloc_stats()
+release.set()
+"""
+
+
+def arenas_in_use(mode: str, arena_max: str | None = None) -> tuple[str, int]:
+    """(what limit_malloc_arenas returned, or "" when not called; arenas in use)."""
+    environment = {k: v for k, v in os.environ.items() if k != ARENA_VARIABLE}
+    if arena_max is not None:
+        environment[ARENA_VARIABLE] = arena_max
+    result = subprocess.run(
+        [sys.executable, "-c", ARENAS_IN_USE, mode],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, check=True, env=environment,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    answer = lines[0] if mode == "limited" else ""
+    return answer, sum(line.startswith("Arena ") for line in lines)
+
+
+def test_limited_arenas_keep_new_threads_in_two():
+    _, with_default = arenas_in_use("defaults")
+    assert with_default > 2, with_default  # glibc gives each new thread its own arena
+    answer, limited = arenas_in_use("limited")
+    assert answer == "True" and limited <= 2, (answer, limited)
+
+
+def test_malloc_arena_max_in_the_environment_wins():
+    answer, arenas = arenas_in_use("limited", arena_max="4")
+    assert answer == "False" and 2 < arenas <= 4, (answer, arenas)
