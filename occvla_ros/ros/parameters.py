@@ -76,6 +76,12 @@ PLANNER_PARAMETERS: dict[str, tuple[object, str, bool]] = {
         "compute ~/occupancy (only while it has a subscriber)",
         False,
     ),
+    "cpu_threads": (
+        0,
+        "CPU threads for PyTorch and image decoding; 0: one per core (fewer where other "
+        "processes keep cores busy, docs/ros.md)",
+        True,
+    ),
     "fixed_malloc_thresholds": (
         True,
         "fix glibc's malloc thresholds so image buffers come from the heap, not fresh page-"
@@ -121,7 +127,7 @@ def validate_planner_parameter(name: str, value: object) -> str | None:
         return f"{name}={value!r} must be one of {_CHOICES[name]}"
     if name in _POSITIVE and not value > 0:
         return f"{name}={value!r} must be > 0"
-    if name in ("sync_slop_s", "startup_error_linger_s") and not value >= 0:
+    if name in ("sync_slop_s", "startup_error_linger_s", "cpu_threads") and not value >= 0:
         return f"{name}={value!r} must be >= 0"
     if (name.endswith("topic") or name == "base_frame") and not str(value).strip():
         return f"{name} must not be empty"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -103,7 +104,11 @@ class PlannerNode(Node):
         if not p["checkpoint"]:
             raise ConfigError("parameter 'checkpoint' is empty: set it to a checkpoint directory")
         self.planner = Planner(
-            p["checkpoint"], preset=p["preset"], device=p["device"], dtype=p["dtype"]
+            p["checkpoint"],
+            preset=p["preset"],
+            device=p["device"],
+            dtype=p["dtype"],
+            cpu_threads=p["cpu_threads"],
         )
         # Only after loading: the loading's one-off buffers (a 3B checkpoint's staging copies)
         # keep glibc's defaults, which hand them back to the system.
@@ -124,7 +129,7 @@ class PlannerNode(Node):
         self.last_arrival: dict[str, float] = {}
         self.started_s = self._now_s()
         self.stale: set[str] = set()
-        self.fov_checked: set[str] = set()
+        self._camera_info_subscriptions: dict[str, object] = {}  # until each camera is checked
         self.fov_warning: str | None = None
         self.command_notice_given = False
         self._create_interfaces()
@@ -164,7 +169,7 @@ class PlannerNode(Node):
                 event_callbacks=sub_events,
                 qos_overriding_options=overrides,
             )
-            self.create_subscription(
+            self._camera_info_subscriptions[name] = self.create_subscription(
                 CameraInfo,
                 self.get_parameter(camera_topic_parameter(name, "info_topic")).value,
                 lambda message, name=name: self._on_camera_info(name, message),
@@ -234,9 +239,11 @@ class PlannerNode(Node):
             self._submit(_Pending(synced, time.monotonic()))
 
     def _on_camera_info(self, name: str, message: CameraInfo) -> None:
-        if name in self.fov_checked or message.width == 0 or message.k[0] <= 0:
+        if name not in self._camera_info_subscriptions or message.width == 0 or message.k[0] <= 0:
             return
-        self.fov_checked.add(name)
+        # Checked once: a driver repeats its CameraInfo with every image (72 messages a second
+        # for six cameras at 12 Hz), and taking each costs the callbacks thread CPU.
+        self.destroy_subscription(self._camera_info_subscriptions.pop(name))
         fov = horizontal_fov_deg(message.k[0], message.width)
         expected = NUSCENES_HFOV_DEG[name]
         if abs(fov - expected) > self.params["fov_tolerance_deg"]:
@@ -440,6 +447,7 @@ class PlannerNode(Node):
                 "preset": self.planner.config.preset,
                 "device": str(self.planner.device),
                 "dtype": str(self.planner.dtype).removeprefix("torch."),
+                "cpu threads": torch.get_num_threads(),
                 **{f"rate {name} (Hz)": f"{m.rate():.1f}" for name, m in self.camera_rates.items()},
                 "rate odometry (Hz)": f"{self.odometry_rate.rate():.1f}",
                 **self.counts,

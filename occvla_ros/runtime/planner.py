@@ -131,10 +131,20 @@ class Planner:
         preset: str | None = None,
         device: str = "auto",
         dtype: str = "auto",
+        *,
         warmup: bool = True,
+        cpu_threads: int = 0,
     ) -> None:
+        """``cpu_threads`` > 0 sets PyTorch's CPU threads for the whole process and caps the
+        decoding workers at it; 0 keeps one per core. Fewer threads than cores pay where other
+        processes keep cores busy: PyTorch's OpenMP threads then wait for descheduled peers
+        (benchmarks/cpu_threads.py)."""
         from occvla_ros.model.checkpoint import load_checkpoint
 
+        if not isinstance(cpu_threads, int) or cpu_threads < 0:
+            raise ConfigError(f"cpu_threads must be an integer >= 0, got {cpu_threads!r}")
+        if cpu_threads:
+            torch.set_num_threads(cpu_threads)
         self.device, self.dtype = select_device(device, dtype)
         self.model = load_checkpoint(
             checkpoint, device=self.device, dtype=self.dtype, expected_preset=preset or None
@@ -144,14 +154,16 @@ class Planner:
         self.checkpoint = Path(checkpoint)
         self.uses_command = self.config.prompt.use_command
         self._view_workers = ThreadPoolExecutor(
-            max_workers=min(NUM_CAMERAS, os.cpu_count() or 1), thread_name_prefix="occvla_views"
+            max_workers=min(NUM_CAMERAS, cpu_threads or os.cpu_count() or 1),
+            thread_name_prefix="occvla_views",
         )
         logger.info(
-            "planner: %s model from %s on %s (%s)",
+            "planner: %s model from %s on %s (%s), %d CPU threads",
             self.config.preset,
             checkpoint,
             self.device,
             str(self.dtype).removeprefix("torch."),
+            torch.get_num_threads(),
         )
         if warmup:
             blank = CameraFrame(np.zeros((self.image_size, self.image_size, 3), np.uint8), "rgb8")

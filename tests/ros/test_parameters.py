@@ -27,6 +27,8 @@ def test_planner_yaml_matches_the_declared_defaults():
         ("base_frame", "", "must not be empty"),
         ("sync_slop_s", float("inf"), "must be a finite number"),
         ("loop_reset_s", float("nan"), "must be a finite number"),
+        ("cpu_threads", -1, "must be >= 0"),
+        ("cpu_threads", 2.0, "must be a int"),
     ],
 )
 def test_invalid_values_are_named(name, value, message):

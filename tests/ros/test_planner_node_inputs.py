@@ -91,6 +91,43 @@ def test_incompatible_qos_subscriber_is_reported(raw_node):
     assert "QoS mismatch: a subscriber's QoS is incompatible" in node.log_text()
 
 
+def test_camera_info_is_checked_once_per_camera_against_the_training_rig(raw_node):
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo
+
+    from occvla_ros.constants import camera_info_topic
+
+    probe, _, outputs, node = raw_node
+
+    def info(fx: float) -> CameraInfo:
+        message = CameraInfo(width=1600, height=900)
+        message.k[0] = message.k[4] = fx
+        return message
+
+    # CAM_FRONT: fx 500 px at 1600 px is 116 deg wide (nuScenes: 64.5); CAM_BACK: nuScenes' own.
+    sent = {"CAM_FRONT": info(500.0), "CAM_BACK": info(809.0)}
+    publishers = {
+        name: probe.node.create_publisher(
+            CameraInfo, camera_info_topic(name), qos_profile_sensor_data
+        )
+        for name in sent
+    }
+    assert all(probe.wait_for_subscribers(p) for p in publishers.values()), node.log_text()
+
+    def both_checked() -> bool:
+        for name, publisher in publishers.items():
+            publisher.publish(sent[name])
+        return all(p.get_subscription_count() == 0 for p in publishers.values())
+
+    # The node drops each camera's CameraInfo subscription once it has checked one message.
+    assert probe.spin_until(both_checked, 30.0), node.log_text()
+    assert probe.spin_until(lambda: outputs.status_with("horizontal field of view"), 10.0)
+    warnings = [line for line in node.log_text().splitlines() if "field of view" in line]
+    assert len(warnings) == 1, warnings  # once, however many were sent before the check
+    assert "CAM_FRONT: horizontal field of view 116.0 deg" in warnings[0]
+    assert "64.5 deg" in warnings[0]
+
+
 @pytest.mark.parametrize(
     ("parameters", "expected"),
     [

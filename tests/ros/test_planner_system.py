@@ -86,8 +86,9 @@ def test_end_to_end_path_meta_action_and_markers(system):
     assert stamp_to_ns(marker_array.markers[0].header.stamp) in published
     assert marker_array.markers[0].header.frame_id == "base_link"
     assert probe.spin_until(lambda: outputs.status_with("ok") or outputs.statuses, 5.0)
-    keys = {kv.key for kv in outputs.statuses[-1].values}
-    assert {"inference ms", "end-to-end ms", "dropped_sets", "device"} <= keys
+    values = {kv.key: kv.value for kv in outputs.statuses[-1].values}
+    assert {"inference ms", "end-to-end ms", "dropped_sets", "device"} <= set(values)
+    assert int(values["cpu threads"]) >= 1
 
 
 def test_stale_camera_gives_a_degraded_blank_view_plan(system):

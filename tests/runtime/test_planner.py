@@ -180,3 +180,16 @@ def test_a_command_conditioned_checkpoint_warms_up_and_requires_a_command(tmp_pa
     assert plan.waypoints.shape == (6, 2)
     with pytest.raises(ConfigError, match="no driving command"):
         planner.plan([blank] * 6, (3.0, 0.0, 0.0))
+
+
+def test_cpu_threads_set_pytorch_threads_and_decoding_workers(tiny_checkpoint):
+    default = torch.get_num_threads()
+    try:
+        planner = Planner(tiny_checkpoint, device="cpu", warmup=False, cpu_threads=1)
+        assert torch.get_num_threads() == 1 and planner._view_workers._max_workers == 1
+        planner.close()
+    finally:
+        torch.set_num_threads(default)
+    for bad in (-1, 1.5):
+        with pytest.raises(ConfigError, match="cpu_threads"):
+            Planner(tiny_checkpoint, device="cpu", warmup=False, cpu_threads=bad)
