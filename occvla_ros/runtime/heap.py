@@ -12,9 +12,9 @@ per-frame buffers: a raw 1600x900 rgb8 image is 4.3 MB, a set of six with its co
 
 Each such threshold applies per malloc arena, and glibc gives threads up to 8 arenas per core: a
 frame allocated on a DDS thread, decoded on a worker and freed on the main thread leaves free
-memory behind in several arenas, which each keep up to the trim threshold. With the default arena
-count the node's resident memory crept by about 1.4 MiB a minute at 12 Hz (benchmarks/
-ros_sustained.py, docs/ros.md); capped at two arenas before any thread exists, it did not.
+memory behind in several arenas, which each keep up to the trim threshold. Over 20 minutes at
+12 Hz (benchmarks/ros_sustained.py, docs/ros.md) the node's resident memory grew by 15 MiB with
+glibc's arena count and by 7 MiB capped at two arenas before any thread exists.
 """
 
 from __future__ import annotations
