@@ -91,6 +91,49 @@ def test_incompatible_qos_subscriber_is_reported(raw_node):
     assert "QoS mismatch: a subscriber's QoS is incompatible" in node.log_text()
 
 
+def test_an_incompatible_command_publisher_is_reported(raw_node):
+    from rclpy.qos import qos_profile_sensor_data
+    from std_msgs.msg import String
+
+    probe, _, _, node = raw_node
+    # A route planner publishing best effort to the node's reliable command subscription: no
+    # command ever arrives, and nothing but this warning says why.
+    probe.node.create_publisher(String, "/occvla_planner/command", qos_profile_sensor_data)
+    expected = "QoS mismatch: a publisher's QoS is incompatible with a subscription"
+    assert probe.spin_until(lambda: expected in node.log_text(), 20.0), node.log_text()
+
+
+def test_silent_odometry_is_reported(raw_node):
+    probe, rig, outputs, node = raw_node
+    start_s = 300.0
+    rig.publish_set(int(start_s * SECOND))  # odometry has been heard from
+    expected = "odometry silent for more than 0.5 s"
+
+    def cameras_only_until_reported() -> bool:
+        for name in CAMERA_NAMES:
+            rig.cameras[name].publish(rig.camera_message(name, int(start_s * SECOND)))
+        return expected in node.log_text()
+
+    assert probe.spin_until(cameras_only_until_reported, 20.0), node.log_text()
+    assert probe.spin_until(lambda: outputs.status_with(expected), 5.0)
+    rig.publish_set(int((start_s + 1.0) * SECOND))  # healthy again for the next test
+
+
+def test_a_node_hearing_nothing_says_so(tiny_checkpoint, tmp_path):
+    probe = RosProbe()
+    node = ProcessHandle(
+        planner_command(f"checkpoint:={tiny_checkpoint}", "device:=cpu", "camera_timeout_s:=0.5"),
+        tmp_path / "planner.log",
+    )
+    expected = "no camera or odometry message in 0.5 s: check the topics and their QoS"
+    try:
+        assert probe.spin_until(lambda: expected in node.log_text(), 60.0), node.log_text()
+        assert node.returncode is None
+    finally:
+        assert node.stop() == 0, node.log_text()
+        probe.close()
+
+
 def test_camera_info_is_checked_once_per_camera_against_the_training_rig(raw_node):
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo
