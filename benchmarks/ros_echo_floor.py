@@ -6,8 +6,9 @@ An echo node in another process subscribes to six camera topics (sensor-data QoS
 does) and answers each complete set with its header; this process publishes the six 1600x900
 JPEGs of ros_latency.py and times the round trip. No decoding, no model: what any Python node
 pays to receive 3 MB per set. The two allocator settings alternate, each in a fresh pair of
-processes (``occvla_ros.runtime.heap`` cannot be undone in a process); the page faults per
-received image are counted in the echo process.
+processes (``occvla_ros.runtime.heap`` cannot be undone in a process). Per received image, the
+echo process counts its page faults and its executor thread's CPU time (rclpy taking and
+converting the message, and the callback); this process counts its CPU time per publish.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def apply(mode: str) -> None:
 
 
 def echo(mode: str) -> None:
-    """Answer each complete set; the reply's frame_id carries the faults during that set."""
+    """Answer each complete set; the reply's frame_id carries the page faults and the CPU time
+    (ns) of this process's executor thread from the set's first image callback to its last."""
     apply(mode)
     import rclpy
     from rclpy.executors import ExternalShutdownException
@@ -51,18 +53,17 @@ def echo(mode: str) -> None:
     node = rclpy.create_node("echo_floor")
     reply = node.create_publisher(Header, REPLY_TOPIC, 10)
     received: dict[int, int] = {}
-    first_fault: dict[int, int] = {}
+    first: dict[int, tuple[int, int]] = {}  # stamp -> (faults, thread CPU ns) at its first image
 
     def on_image(message) -> None:
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        now = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.thread_time_ns())
         key = message.header.stamp.sec
-        first_fault.setdefault(key, faults)
+        first.setdefault(key, now)
         received[key] = received.get(key, 0) + 1
-        if received[key] == 6:  # faults from the first callback to this one: 5 images taken
+        if received[key] == 6:  # from the first callback to this one: 5 images taken
             del received[key]
-            reply.publish(
-                Header(stamp=message.header.stamp, frame_id=str(faults - first_fault.pop(key)))
-            )
+            faults, cpu_ns = (a - b for a, b in zip(now, first.pop(key), strict=True))
+            reply.publish(Header(stamp=message.header.stamp, frame_id=f"{faults} {cpu_ns}"))
 
     for topic in TOPICS:
         node.create_subscription(CompressedImage, topic, on_image, qos_profile_sensor_data)
@@ -71,7 +72,8 @@ def echo(mode: str) -> None:
 
 
 def measure(mode: str, sets: int) -> None:
-    """Print 'round-trip median ms, faults per image' for one allocator mode."""
+    """Print 'round-trip median ms, faults per image, sets, CPU ms per image taken by the echo's
+    executor thread, CPU ms per publish here' for one allocator mode."""
     apply(mode)
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage
@@ -100,21 +102,28 @@ def measure(mode: str, sets: int) -> None:
         ):
             sys.exit("the echo node did not connect")
         probe.spin_for(1.0)
-        round_trips, faults = [], []
+        round_trips, faults, take_ms, publish_ms = [], [], [], []
         for index in range(sets + 5):  # the first five warm up
             for message in messages:
                 message.header.stamp.sec = 1000 + index
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             for publisher, message in zip(publishers, messages, strict=True):
                 publisher.publish(message)
+            published_cpu = time.thread_time() - start_cpu
             arrived = probe.spin_until(
                 lambda i=index: any(r.stamp.sec == 1000 + i for r in replies), 5.0
             )
             if arrived and index >= 5:
                 round_trips.append((time.perf_counter() - start) * 1e3)
-                faults.append(int(replies[-1].frame_id) / 5)
+                set_faults, set_cpu_ns = map(int, replies[-1].frame_id.split())
+                faults.append(set_faults / 5)
+                take_ms.append(set_cpu_ns / 5 * 1e-6)
+                publish_ms.append(published_cpu / 6 * 1e3)
             probe.spin_for(0.03)
-        print(f"{np.median(round_trips):.2f} {np.median(faults):.1f} {len(round_trips)}")
+        trip, fault, take, publish = (
+            np.median(values) for values in (round_trips, faults, take_ms, publish_ms)
+        )
+        print(f"{trip:.2f} {fault:.1f} {len(round_trips)} {take:.3f} {publish:.3f}")
     finally:
         probe.close()
         echo_process.terminate()
@@ -132,16 +141,22 @@ def main() -> None:
         return echo(args.echo)
     if args.measure:
         return measure(args.measure, args.sets)
-    print("allocator            round trip (median)  page faults per image  sets")
+    print(
+        "allocator            round trip (median)  page faults per image  sets"
+        "  CPU per image: taken by the echo / published here"
+    )
     for _ in range(args.rounds):
         for mode in ("defaults", "fixed"):
             result = subprocess.run(
                 [sys.executable, __file__, "--measure", mode, "--sets", str(args.sets)],
                 cwd=REPO_ROOT, capture_output=True, text=True, check=True,
             )  # fmt: skip
-            median_ms, faults, count = result.stdout.split()
+            median_ms, faults, count, take_ms, publish_ms = result.stdout.split()
             label = "glibc defaults" if mode == "defaults" else "fixed thresholds"
-            print(f"{label:20s} {float(median_ms):8.2f} ms {float(faults):17.1f} {int(count):10d}")
+            print(
+                f"{label:20s} {float(median_ms):8.2f} ms {float(faults):17.1f} {int(count):10d}"
+                f"  {float(take_ms):8.3f} ms / {float(publish_ms):.3f} ms"
+            )
 
 
 if __name__ == "__main__":
