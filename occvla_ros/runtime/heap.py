@@ -12,9 +12,10 @@ per-frame buffers: a raw 1600x900 rgb8 image is 4.3 MB, a set of six with its co
 
 Each such threshold applies per malloc arena, and glibc gives threads up to 8 arenas per core: a
 frame allocated on a DDS thread, decoded on a worker and freed on the main thread leaves free
-memory behind in several arenas, which each keep up to the trim threshold. Over 20 minutes at
-12 Hz (benchmarks/ros_sustained.py, docs/ros.md) the node's resident memory grew by 15 MiB with
-glibc's arena count and by 7 MiB capped at two arenas before any thread exists.
+memory behind in several arenas, which each keep up to the trim threshold. Capping the arenas
+bounds how many keep such memory. It did not stop the node's slow creep at 12 Hz, though
+(benchmarks/ros_sustained.py and docs/ros.md: 0.4-0.8 MiB a minute over 20-40 minutes, capped
+or not).
 """
 
 from __future__ import annotations
