@@ -69,19 +69,31 @@ def test_a_converted_scene_replays_into_the_planner(
         probe.spin_for(2.0)  # the last plans
         # /clock has stopped with the bag; the status still comes (steady-clock timer).
         assert len(diagnostics) > ended_with
+
+        def counters() -> dict[str, int]:
+            values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+            keys = ("sets", "dropped_sets", "plans", "failed_plans", "no_odometry", "sync late")
+            return {key: int(values[key]) for key in keys}
+
+        def settled() -> bool:  # every set planned or counted, and every plan received here
+            c = counters()
+            outcomes = c["plans"] + c["dropped_sets"] + c["failed_plans"] + c["no_odometry"]
+            return outcomes == c["sets"] and len(outputs.paths) == c["plans"]
+
+        assert probe.spin_until(settled, 10.0), (counters(), len(outputs.paths))
         # config/replay.yaml makes the camera subscriptions reliable and deep (50), the player
         # keeps 100 messages per topic: every set completes, even with the CPU short (with depth
         # 10, 1-2 images per camera were lost in some loaded runs).
-        values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
-        counters = {k: values[k] for k in ("sets", "dropped_sets", "plans", "sync late")}
-        assert int(values["sets"]) == len(camera_stamps), counters
+        assert counters()["sets"] == len(camera_stamps), counters()
         if message_class("tf2_msgs/msg/TFMessage") is None:  # no ROS install
             assert "not published: /tf" in player.log_text()
         # Reliable: every ground-truth path arrives.
         assert len(ground_truth) == report.messages[GROUND_TRUTH_TOPIC]
         stamps = [stamp_to_ns(path.header.stamp) for path in outputs.paths]
-        # A plan for (nearly) every 12 Hz camera set: 91 of 91 here; a loaded machine may drop some.
-        assert len(stamps) >= 0.8 * len(camera_stamps), launcher.log_text()
+        # A plan for most 12 Hz camera sets: 91 of 91 on an idle 2-core VM, 72 on a slow one. The
+        # rest were replaced by newer sets while a plan ran, and counted (settled above).
+        assert counters()["failed_plans"] == counters()["no_odometry"] == 0, counters()
+        assert len(stamps) >= 0.5 * len(camera_stamps), launcher.log_text()
         assert set(stamps) <= camera_stamps and stamps == sorted(stamps)
         assert all(len(path.poses) == NUM_WAYPOINTS for path in outputs.paths)
         # use_sim_time: the planner's clock is the bag's.
