@@ -4,10 +4,11 @@
                                                  [--malloc-defaults]
 
 Publishes from this process on a fixed 12 Hz schedule (nuScenes' camera rate) for --seconds,
-samples the node process's resident memory (VmRSS) once a second and counts the Paths that
-come back. Reports the memory after warm-up (first 10 s) and at the end, the fitted growth per
-minute over the steady state, plans per second, the node's own set / dropped-set counters from
-/diagnostics, and whether the node was still alive. Exit status 1 when the node died or the
+samples the node process's resident memory (VmRSS) and its malloc heap (in use and free, from
+/diagnostics) once a second and counts the Paths that come back. Reports the memory after warm-up
+(first 10 s) and at the end, the fitted growth per minute over the steady state, RSS and heap at
+each full minute, plans per second, the node's own set / dropped-set counters from /diagnostics,
+and whether the node was still alive. Exit status 1 when the node died or the
 memory grew by more than 10 % after warm-up. Occupancy off (nobody subscribes to it).
 """
 
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ros_latency import node_value, running_planner
 
 WARM_UP_S = 10.0
+HEAP_KEYS = ("heap in use (MiB)", "heap free (MiB)")
 MAX_GROWTH = 0.10
 
 
@@ -50,18 +52,19 @@ def main() -> int:
     with started as (_, node, probe, rig, outputs):
         period = 1.0 / args.rate
         start = time.monotonic()
-        samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
+        samples: list[tuple[float, float, str, str]] = []  # (s since start, RSS MiB, *HEAP_KEYS)
         published, next_sample = 0, 0.0
         while (elapsed := time.monotonic() - start) < args.seconds and node.poll() is None:
             rig.publish_set(int((1000.0 + published * period) * SECOND))
             published += 1
             if elapsed >= next_sample:
-                samples.append((elapsed, resident_mib(node.pid)))
+                heap = (node_value(outputs, key) for key in HEAP_KEYS)
+                samples.append((elapsed, resident_mib(node.pid), *heap))
                 next_sample += 1.0
             probe.spin_until(lambda: False, max(0.0, start + published * period - time.monotonic()))
         probe.spin_for(2.0)  # the last plans and a diagnostics message
         alive = node.poll() is None
-        times, memory = np.array(samples).T
+        times, memory = (np.array([sample[index] for sample in samples]) for index in (0, 1))
         steady = times >= WARM_UP_S
         warm = float(memory[steady][0]) if steady.any() else float(memory[-1])
         growth = (memory[-1] - warm) / warm
@@ -82,8 +85,10 @@ def main() -> int:
             f"{WARM_UP_S:.0f} s, {memory[-1]:.0f} MiB at the end, max {memory.max():.0f} MiB; "
             f"after warm-up {100 * growth:+.1f} % (fit {slope:+.2f} MiB/min)"
         )
-        minutes = [f"{m:.0f}" for t, m in samples if t % 60.0 < 1.0 and t > 1.0]
-        print(f"node RSS at each full minute (MiB): {', '.join(minutes) or 'n/a'}")
+        full_minutes = [sample for sample in samples if sample[0] % 60.0 < 1.0 and sample[0] > 1.0]
+        print("node at each full minute (MiB): RSS, heap in use / heap free (from /diagnostics)")
+        for elapsed, rss, in_use, free in full_minutes:
+            print(f"  {elapsed / 60:4.0f} min  {rss:6.1f}  {in_use} / {free}")
         print(f"node alive     : {alive}")
         return 0 if alive and growth <= MAX_GROWTH else 1
 

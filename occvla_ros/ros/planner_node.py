@@ -50,7 +50,7 @@ from occvla_ros.ros.parameters import (
     validate_planner_parameter,
 )
 from occvla_ros.runtime.ego import EgoStateEstimator
-from occvla_ros.runtime.heap import keep_frame_buffers_in_heap, limit_malloc_arenas
+from occvla_ros.runtime.heap import heap_usage, keep_frame_buffers_in_heap, limit_malloc_arenas
 from occvla_ros.runtime.planner import (
     NUSCENES_HFOV_DEG,
     CameraFrame,
@@ -458,6 +458,11 @@ class PlannerNode(Node):
                 "end-to-end ms": self.latency_ms.summary(),
                 "missing camera policy": self.params["missing_camera_policy"],
             }
+            if (heap := heap_usage()) is not None:
+                values |= {
+                    "heap in use (MiB)": f"{heap.in_use_bytes / 2**20:.1f}",
+                    "heap free (MiB)": f"{heap.free_bytes / 2**20:.1f}",
+                }
         status = status_message(
             f"{self.get_name()}: planner",
             str(self.planner.device) if self.planner else "none",

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
+from dataclasses import dataclass
 
 # mallopt() parameter numbers from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
@@ -35,11 +37,18 @@ MALLOC_ARENAS = 2
 ARENA_VARIABLE = "MALLOC_ARENA_MAX"  # glibc's own setting, read at process start
 
 
-def _mallopt(parameter: int, value: int) -> bool:
-    """glibc's mallopt(); False where there is none (macOS, Windows, musl) or it refused."""
+@functools.cache  # find_library runs ldconfig; mallinfo2 is called once a diagnostics period
+def _libc_function(name: str):
+    """A glibc function by name, or None where this C library has none (macOS, Windows, musl)."""
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c")), name)
     except (OSError, AttributeError, TypeError):
+        return None
+
+
+def _mallopt(parameter: int, value: int) -> bool:
+    """glibc's mallopt(); False where there is none or it refused."""
+    if (mallopt := _libc_function("mallopt")) is None:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return mallopt(parameter, value) == 1
@@ -69,3 +78,33 @@ def keep_frame_buffers_in_heap() -> bool:
     """
     mmap_fixed = _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     return _mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) and mmap_fixed
+
+
+class _MallInfo2(ctypes.Structure):
+    # struct mallinfo2 from glibc's <malloc.h> (glibc 2.33 and later), field for field.
+    _fields_ = [
+        (field, ctypes.c_size_t)
+        for field in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HeapUsage:
+    """What malloc holds, over all arenas: a leak grows ``in_use``; memory the heap keeps but
+    cannot reuse for the next request (fragmentation) grows ``free``."""
+
+    in_use_bytes: int  # allocated and not yet freed, heap and mmapped chunks
+    free_bytes: int  # freed, kept inside the heaps
+    mmapped_bytes: int  # the part of in_use served by its own mmap
+
+
+def heap_usage() -> HeapUsage | None:
+    """glibc's mallinfo2() summed over arenas; None where it is not available."""
+    if (mallinfo2 := _libc_function("mallinfo2")) is None:
+        return None
+    mallinfo2.argtypes, mallinfo2.restype = (), _MallInfo2
+    info = mallinfo2()
+    return HeapUsage(info.uordblks + info.hblkhd, info.fordblks, info.hblkhd)

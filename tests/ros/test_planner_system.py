@@ -89,6 +89,8 @@ def test_end_to_end_path_meta_action_and_markers(system):
     values = {kv.key: kv.value for kv in outputs.statuses[-1].values}
     assert {"inference ms", "end-to-end ms", "dropped_sets", "device"} <= set(values)
     assert int(values["cpu threads"]) >= 1
+    assert float(values["heap in use (MiB)"]) > 50  # the tiny model alone holds more
+    assert float(values["heap free (MiB)"]) >= 0
 
 
 def test_stale_camera_gives_a_degraded_blank_view_plan(system):

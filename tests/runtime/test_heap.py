@@ -102,3 +102,19 @@ def test_limited_arenas_keep_new_threads_in_two():
 def test_malloc_arena_max_in_the_environment_wins():
     answer, arenas = arenas_in_use("limited", arena_max="4")
     assert answer == "False" and 2 < arenas <= 4, (answer, arenas)
+
+
+def test_heap_usage_tells_live_memory_from_freed_memory_kept_in_the_heap():
+    from occvla_ros.runtime.heap import heap_usage
+
+    before = heap_usage()
+    assert before is not None  # glibc 2.36 here: mallinfo2 exists
+    # 100 kB blocks, under glibc's default 128 kB mmap threshold, come from the heap; freeing
+    # every other one leaves holes that the heap keeps.
+    blocks = [bytearray(100_000) for _ in range(200)]
+    allocated = heap_usage()
+    assert allocated.in_use_bytes - before.in_use_bytes >= 190 * 100_000
+    del blocks[::2]
+    freed = heap_usage()
+    assert allocated.in_use_bytes - freed.in_use_bytes >= 90 * 100_000
+    assert freed.free_bytes - allocated.free_bytes >= 90 * 100_000
