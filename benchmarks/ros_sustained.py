@@ -4,12 +4,14 @@
                                                  [--malloc-defaults]
 
 Publishes from this process on a fixed 12 Hz schedule (nuScenes' camera rate) for --seconds,
-samples the node process's resident memory (VmRSS) and its malloc heap (in use and free, from
-/diagnostics) once a second and counts the Paths that come back. Reports the memory after warm-up
-(first 10 s) and at the end, the fitted growth per minute over the steady state, RSS and heap at
-each full minute, plans per second, the node's own set / dropped-set counters from /diagnostics,
-and whether the node was still alive. Exit status 1 when the node died or the
-memory grew by more than 10 % after warm-up. Occupancy off (nobody subscribes to it).
+samples the node process's resident memory (VmRSS, RssAnon) and its malloc heap (in use and free,
+from /diagnostics) once a second and counts the Paths that come back. Reports the memory after
+warm-up (first 10 s) and at the end, the fitted growth per minute over the steady state, RSS and
+heap at each full minute, plans per second, the node's own set / dropped-set counters from
+/diagnostics, the median heap in use in the first and last steady minute (a leak grows it; memory
+the heap keeps grows only RSS and the free heap), and whether the node was still alive. Exit status
+1 when the node died or the memory grew by more than 10 % after warm-up. Occupancy off (nobody
+subscribes to it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ros_latency import node_value, running_planner
 
 WARM_UP_S = 10.0
-HEAP_KEYS = ("heap in use (MiB)", "heap free (MiB)")
+SAMPLED_KEYS = ("heap in use (MiB)", "heap free (MiB)", "dropped_sets")  # from /diagnostics
 MAX_GROWTH = 0.10
 
 
-def resident_mib(pid: int) -> float:
+def resident_mib(pid: int, field: str = "VmRSS") -> float:
+    """A resident-memory field of /proc/<pid>/status (VmRSS, RssAnon, RssShmem...) in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    raise RuntimeError(f"no {field} for process {pid}")
 
 
 def main() -> int:
@@ -52,14 +56,17 @@ def main() -> int:
     with started as (_, node, probe, rig, outputs):
         period = 1.0 / args.rate
         start = time.monotonic()
-        samples: list[tuple[float, float, str, str]] = []  # (s since start, RSS MiB, *HEAP_KEYS)
+        # (s since start, VmRSS MiB, RssAnon MiB, *SAMPLED_KEYS)
+        samples: list[tuple[float, float, float, str, str, str]] = []
         published, next_sample = 0, 0.0
         while (elapsed := time.monotonic() - start) < args.seconds and node.poll() is None:
             rig.publish_set(int((1000.0 + published * period) * SECOND))
             published += 1
             if elapsed >= next_sample:
-                heap = (node_value(outputs, key) for key in HEAP_KEYS)
-                samples.append((elapsed, resident_mib(node.pid), *heap))
+                resident = (resident_mib(node.pid, field) for field in ("VmRSS", "RssAnon"))
+                samples.append(
+                    (elapsed, *resident, *map(partial(node_value, outputs), SAMPLED_KEYS))
+                )
                 next_sample += 1.0
             probe.spin_until(lambda: False, max(0.0, start + published * period - time.monotonic()))
         probe.spin_for(2.0)  # the last plans and a diagnostics message
@@ -85,10 +92,21 @@ def main() -> int:
             f"{WARM_UP_S:.0f} s, {memory[-1]:.0f} MiB at the end, max {memory.max():.0f} MiB; "
             f"after warm-up {100 * growth:+.1f} % (fit {slope:+.2f} MiB/min)"
         )
+        # The live heap swings with the sets in flight at the sampled instant: compare medians.
+        in_use = [float(sample[3]) for sample in samples[int(WARM_UP_S) :] if sample[3] != "n/a"]
+        if len(in_use) >= 120:
+            first, last = np.median(in_use[:60]), np.median(in_use[-60:])
+            print(
+                f"heap in use    : median {first:.1f} MiB in the first steady minute, "
+                f"{last:.1f} MiB in the last ({last - first:+.1f} MiB)"
+            )
         full_minutes = [sample for sample in samples if sample[0] % 60.0 < 1.0 and sample[0] > 1.0]
-        print("node at each full minute (MiB): RSS, heap in use / heap free (from /diagnostics)")
-        for elapsed, rss, in_use, free in full_minutes:
-            print(f"  {elapsed / 60:4.0f} min  {rss:6.1f}  {in_use} / {free}")
+        print("node at each full minute: RSS, of it anonymous; heap in use / free (MiB); dropped")
+        for elapsed, rss, anonymous, in_use, free, dropped in full_minutes:
+            print(
+                f"  {elapsed / 60:4.0f} min  {rss:6.1f}  {anonymous:6.1f}   {in_use} / {free}"
+                f"   {dropped}"
+            )
         print(f"node alive     : {alive}")
         return 0 if alive and growth <= MAX_GROWTH else 1
 
