@@ -1,7 +1,7 @@
 """Sustained input: six 1600x900 JPEG cameras + odometry at 12 Hz into planner_node.
 
     .venv/bin/python benchmarks/ros_sustained.py [--checkpoint DIR] [--seconds 60] [--rate 12]
-                                                 [--malloc-defaults]
+                                                 [--malloc-defaults] [--burst-s 0]
 
 Publishes from this process on a fixed 12 Hz schedule (nuScenes' camera rate) for --seconds,
 samples the node process's resident memory (VmRSS, RssAnon) and its malloc heap (in use and free,
@@ -12,6 +12,10 @@ heap at each full minute, plans per second, the node's own set / dropped-set cou
 the heap keeps grows only RSS and the free heap), and whether the node was still alive. Exit status
 1 when the node died or the memory grew by more than 10 % after warm-up. Occupancy off (nobody
 subscribes to it).
+
+``--burst-s S`` publishes the first S seconds at three times the rate: the node drops sets, and
+its queues and heap reach the peak that a plain run reaches only after a rare stall. The warm-up
+then ends 10 s after the burst, so the growth after it shows whether the memory rises further.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ros_latency import node_value, running_planner
 
 WARM_UP_S = 10.0
+BURST_FACTOR = 3
 SAMPLED_KEYS = ("heap in use (MiB)", "heap free (MiB)", "dropped_sets")  # from /diagnostics
 MAX_GROWTH = 0.10
 
@@ -48,7 +53,14 @@ def main() -> int:
     parser.add_argument(
         "--malloc-defaults", action="store_true", help="glibc's malloc defaults in the node"
     )
+    parser.add_argument(
+        "--burst-s",
+        type=float,
+        default=0.0,
+        help=f"publish the first seconds at {BURST_FACTOR}x the rate (warm-up counts from after)",
+    )
     args = parser.parse_args()
+    warm_up_s = args.burst_s + WARM_UP_S
 
     from tests.ros.rig import SECOND
 
@@ -58,21 +70,22 @@ def main() -> int:
         start = time.monotonic()
         # (s since start, VmRSS MiB, RssAnon MiB, *SAMPLED_KEYS)
         samples: list[tuple[float, float, float, str, str, str]] = []
-        published, next_sample = 0, 0.0
+        published, next_sample, scheduled = 0, 0.0, 0.0  # scheduled: s after start
         while (elapsed := time.monotonic() - start) < args.seconds and node.poll() is None:
-            rig.publish_set(int((1000.0 + published * period) * SECOND))
+            rig.publish_set(int((1000.0 + scheduled) * SECOND))
             published += 1
+            scheduled += period / BURST_FACTOR if scheduled < args.burst_s else period
             if elapsed >= next_sample:
                 resident = (resident_mib(node.pid, field) for field in ("VmRSS", "RssAnon"))
                 samples.append(
                     (elapsed, *resident, *map(partial(node_value, outputs), SAMPLED_KEYS))
                 )
                 next_sample += 1.0
-            probe.spin_until(lambda: False, max(0.0, start + published * period - time.monotonic()))
+            probe.spin_until(lambda: False, max(0.0, start + scheduled - time.monotonic()))
         probe.spin_for(2.0)  # the last plans and a diagnostics message
         alive = node.poll() is None
         times, memory = (np.array([sample[index] for sample in samples]) for index in (0, 1))
-        steady = times >= WARM_UP_S
+        steady = times >= warm_up_s
         warm = float(memory[steady][0]) if steady.any() else float(memory[-1])
         growth = (memory[-1] - warm) / warm
         slope = np.polyfit(times[steady], memory[steady], 1)[0] * 60.0 if steady.sum() > 2 else 0.0
@@ -89,11 +102,11 @@ def main() -> int:
         )
         print(
             f"node memory    : {memory[0]:.0f} MiB at start, {warm:.0f} MiB after "
-            f"{WARM_UP_S:.0f} s, {memory[-1]:.0f} MiB at the end, max {memory.max():.0f} MiB; "
+            f"{warm_up_s:.0f} s, {memory[-1]:.0f} MiB at the end, max {memory.max():.0f} MiB; "
             f"after warm-up {100 * growth:+.1f} % (fit {slope:+.2f} MiB/min)"
         )
         # The live heap swings with the sets in flight at the sampled instant: compare medians.
-        in_use = [float(sample[3]) for sample in samples[int(WARM_UP_S) :] if sample[3] != "n/a"]
+        in_use = [float(sample[3]) for sample in samples[int(warm_up_s) :] if sample[3] != "n/a"]
         if len(in_use) >= 120:
             first, last = np.median(in_use[:60]), np.median(in_use[-60:])
             print(

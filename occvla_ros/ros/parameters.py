@@ -88,12 +88,6 @@ PLANNER_PARAMETERS: dict[str, tuple[object, str, bool]] = {
         "faulting mmaps (docs/ros.md, Latency)",
         True,
     ),
-    "heap_trim_period_s": (
-        60.0,
-        "release the free pages in the malloc heaps' holes this often, between plans (s); 0: "
-        "never (docs/ros.md, Sustained input)",
-        True,
-    ),
     "fov_tolerance_deg": (10.0, "warn when a camera's horizontal FOV differs more (deg)", True),
     "diagnostics_period_s": (1.0, "period of the /diagnostics status (s)", True),
     "startup_error_linger_s": (
@@ -119,8 +113,6 @@ _POSITIVE = {
     "diagnostics_period_s",
 }
 
-_NON_NEGATIVE = {"sync_slop_s", "startup_error_linger_s", "cpu_threads", "heap_trim_period_s"}
-
 
 def validate_planner_parameter(name: str, value: object) -> str | None:
     """A message naming the parameter and value when it is invalid, else None."""
@@ -135,7 +127,7 @@ def validate_planner_parameter(name: str, value: object) -> str | None:
         return f"{name}={value!r} must be one of {_CHOICES[name]}"
     if name in _POSITIVE and not value > 0:
         return f"{name}={value!r} must be > 0"
-    if name in _NON_NEGATIVE and not value >= 0:
+    if name in ("sync_slop_s", "startup_error_linger_s", "cpu_threads") and not value >= 0:
         return f"{name}={value!r} must be >= 0"
     if (name.endswith("topic") or name == "base_frame") and not str(value).strip():
         return f"{name} must not be empty"

@@ -50,12 +50,7 @@ from occvla_ros.ros.parameters import (
     validate_planner_parameter,
 )
 from occvla_ros.runtime.ego import EgoStateEstimator
-from occvla_ros.runtime.heap import (
-    heap_usage,
-    keep_frame_buffers_in_heap,
-    limit_malloc_arenas,
-    release_free_heap,
-)
+from occvla_ros.runtime.heap import heap_usage, keep_frame_buffers_in_heap, limit_malloc_arenas
 from occvla_ros.runtime.planner import (
     NUSCENES_HFOV_DEG,
     CameraFrame,
@@ -91,7 +86,7 @@ class PlannerNode(Node):
         self.inference_ms, self.latency_ms = Percentiles(), Percentiles()
         self.counts = {"sets": 0, "dropped_sets": 0, "plans": 0, "degraded_plans": 0}
         self.counts |= {"bad_images": 0, "bad_odometry": 0, "no_odometry": 0, "no_command": 0}
-        self.counts |= {"failed_plans": 0, "callback_errors": 0, "heap_trims": 0}
+        self.counts |= {"failed_plans": 0, "callback_errors": 0}
         # One slot between the input callbacks and the inference loop: the newest set only.
         self._pending: _Pending | None = None
         self._pending_ready = threading.Condition()
@@ -130,7 +125,6 @@ class PlannerNode(Node):
             on_discard=Future.cancel,  # its decoding, unless a worker has started it
         )
         self.ego = EgoStateEstimator(tolerance_ns=int(p["odometry_tolerance_s"] * 1e9))
-        self._next_heap_trim_s = time.monotonic() + p["heap_trim_period_s"]
         self.command: str | None = None
         self.last_arrival: dict[str, float] = {}
         self.started_s = self._now_s()
@@ -370,15 +364,6 @@ class PlannerNode(Node):
                     f"planning raised {type(error).__name__}: {error}",
                     "failed_plans",
                 )
-            self._trim_heap_when_due()
-
-    def _trim_heap_when_due(self) -> None:
-        # Here, between plans: the trim (milliseconds) delays no plan in progress.
-        period = self.params["heap_trim_period_s"]
-        if period > 0 and time.monotonic() >= self._next_heap_trim_s:
-            self._next_heap_trim_s = time.monotonic() + period
-            if release_free_heap():
-                self.counts["heap_trims"] += 1
 
     def _ego_state_at(self, stamp_ns: int):
         """The ego state for a set, waiting briefly for an odometry message still in flight.

@@ -108,19 +108,3 @@ def heap_usage() -> HeapUsage | None:
     mallinfo2.argtypes, mallinfo2.restype = (), _MallInfo2
     info = mallinfo2()
     return HeapUsage(info.uordblks + info.hblkhd, info.fordblks, info.hblkhd)
-
-
-def release_free_heap(keep_top_bytes: int = TRIM_THRESHOLD_BYTES) -> bool:
-    """glibc's malloc_trim(): give the free pages inside the heaps' holes back to the system.
-
-    With the fixed thresholds, frames allocated and freed on different threads leave holes in
-    the heaps that later frames do not fit, so a long-running node's heap grows while the
-    memory in use stays flat (docs/ros.md, Sustained input); its resident size grows with it
-    unless the holes' pages are released now and then. The top of the main heap is kept up to
-    ``keep_top_bytes`` (the trim threshold by default): the next frames are allocated there, and
-    its pages would only fault in again. False where not available or nothing was released.
-    """
-    if (malloc_trim := _libc_function("malloc_trim")) is None:
-        return False
-    malloc_trim.argtypes, malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
-    return malloc_trim(keep_top_bytes) == 1

@@ -29,7 +29,6 @@ def test_planner_yaml_matches_the_declared_defaults():
         ("loop_reset_s", float("nan"), "must be a finite number"),
         ("cpu_threads", -1, "must be >= 0"),
         ("cpu_threads", 2.0, "must be a int"),
-        ("heap_trim_period_s", -1.0, "must be >= 0"),
     ],
 )
 def test_invalid_values_are_named(name, value, message):
