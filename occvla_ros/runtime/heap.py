@@ -15,7 +15,9 @@ frame allocated on a DDS thread, decoded on a worker and freed on the main threa
 memory behind in several arenas, which each keep up to the trim threshold. Capping the arenas
 bounds how many keep such memory. It did not stop the node's slow creep at 12 Hz, though
 (benchmarks/ros_sustained.py and docs/ros.md: 0.4-0.8 MiB a minute over 20-40 minutes, capped
-or not).
+or not). ``heap_usage`` tells the two kinds of growth apart: in those runs the heap grew while
+the memory in use stayed within a few MiB, and periodic ``malloc_trim`` did not hold the
+resident size down (docs/ros.md, Sustained input).
 """
 
 from __future__ import annotations
