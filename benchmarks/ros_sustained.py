@@ -13,9 +13,9 @@ the heap keeps grows only RSS and the free heap), and whether the node was still
 1 when the node died or the memory grew by more than 10 % after warm-up. Occupancy off (nobody
 subscribes to it).
 
-``--burst-s S`` publishes the first S seconds at three times the rate: the node drops sets, and
-its queues and heap reach the peak that a plain run reaches only after a rare stall. The warm-up
-then ends 10 s after the burst, so the growth after it shows whether the memory rises further.
+``--burst-s S`` publishes the first S seconds at three times the rate, so that inference falls
+behind and the node has the most sets in flight before the measured span; the warm-up then ends
+10 s after the burst. (It did not stop the creep: docs/ros.md, What the creep is.)
 """
 
 from __future__ import annotations

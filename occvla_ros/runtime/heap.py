@@ -15,9 +15,9 @@ frame allocated on a DDS thread, decoded on a worker and freed on the main threa
 memory behind in several arenas, which each keep up to the trim threshold. Capping the arenas
 bounds how many keep such memory. It did not stop the node's slow creep at 12 Hz, though
 (benchmarks/ros_sustained.py and docs/ros.md: 0.4-0.8 MiB a minute over 20-40 minutes, capped
-or not). ``heap_usage`` tells the two kinds of growth apart: in those runs the heap grew while
-the memory in use stayed within a few MiB, and periodic ``malloc_trim`` did not hold the
-resident size down (docs/ros.md, Sustained input).
+or not). ``heap_usage`` tells the two kinds of growth apart: in those runs about a third of the
+heap's growth was memory in use and two thirds free memory kept, and a periodic ``malloc_trim``
+did not hold the resident size down (docs/ros.md, What the creep is).
 """
 
 from __future__ import annotations
@@ -100,7 +100,6 @@ class HeapUsage:
 
     in_use_bytes: int  # allocated and not yet freed, heap and mmapped chunks
     free_bytes: int  # freed, kept inside the heaps
-    mmapped_bytes: int  # the part of in_use served by its own mmap
 
 
 def heap_usage() -> HeapUsage | None:
@@ -109,4 +108,4 @@ def heap_usage() -> HeapUsage | None:
         return None
     mallinfo2.argtypes, mallinfo2.restype = (), _MallInfo2
     info = mallinfo2()
-    return HeapUsage(info.uordblks + info.hblkhd, info.fordblks, info.hblkhd)
+    return HeapUsage(info.uordblks + info.hblkhd, info.fordblks)
