@@ -1,17 +1,24 @@
 """Sustained input: six 1600x900 JPEG cameras + odometry at 12 Hz into planner_node.
 
     .venv/bin/python benchmarks/ros_sustained.py [--checkpoint DIR] [--seconds 60] [--rate 12]
-                                                 [--malloc-defaults] [--burst-s 0]
+                                                 [--rest-every-s 60] [--malloc-defaults]
+                                                 [--burst-s 0]
 
-Publishes from this process on a fixed 12 Hz schedule (nuScenes' camera rate) for --seconds,
-samples the node process's resident memory (VmRSS, RssAnon) and its malloc heap (in use and free,
-from /diagnostics) once a second and counts the Paths that come back. Reports the memory after
-warm-up (first 10 s) and at the end, the fitted growth per minute over the steady state, RSS and
-heap at each full minute, plans per second, the node's own set / dropped-set counters from
-/diagnostics, the median heap in use in the first and last steady minute (a leak grows it; memory
-the heap keeps grows only RSS and the free heap), and whether the node was still alive. Exit status
-1 when the node died or the memory grew by more than 10 % after warm-up. Occupancy off (nobody
+Publishes from this process on a fixed 12 Hz schedule (nuScenes' camera rate) for --seconds of
+input, samples the node process's resident memory (VmRSS, RssAnon) and its malloc heap (in use and
+free, from /diagnostics) once a second and counts the Paths that come back. Reports the memory
+after warm-up (first 10 s) and at the end, the fitted growth per minute over the steady state,
+plans per second, the node's own set / dropped-set counters from /diagnostics, the median heap in
+use in the first and last steady minute, and whether the node was still alive. Exit status 1 when
+the node died or the memory grew by more than 10 % after warm-up. Occupancy off (nobody
 subscribes to it).
+
+At rest: before the input and after each ``--rest-every-s`` seconds of it (0: never) publishing
+pauses for 3 s, and the node's memory is read once it has planned its last set and sent a
+/diagnostics status. These readings are taken at like points, with no frames in flight (the
+samples above swing by 10-30 MiB with them), so the change from one to the next is what that
+stretch of input left behind: memory in use (a leak, or a pool reaching its size) or free memory
+the heap keeps. The pauses shift the stamps, not the rate.
 
 ``--burst-s S`` publishes the first S seconds at three times the rate, so that inference falls
 behind and the node has the most sets in flight before the measured span; the warm-up then ends
@@ -32,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ros_latency import node_value, running_planner
 
 WARM_UP_S = 10.0
+REST_S = 3.0
 BURST_FACTOR = 3
 SAMPLED_KEYS = ("heap in use (MiB)", "heap free (MiB)", "dropped_sets")  # from /diagnostics
 MAX_GROWTH = 0.10
@@ -45,6 +53,15 @@ def resident_mib(pid: int, field: str = "VmRSS") -> float:
     raise RuntimeError(f"no {field} for process {pid}")
 
 
+def reading_at_rest(probe, outputs, pid: int) -> tuple[float, float, str, str, str]:
+    """VmRSS, RssAnon and SAMPLED_KEYS once the node has planned its last set."""
+    probe.spin_for(REST_S)
+    outputs.statuses.clear()
+    probe.spin_until(lambda: bool(outputs.statuses), 5.0)  # a status the node sent at rest
+    rss, anonymous = (resident_mib(pid, field) for field in ("VmRSS", "RssAnon"))
+    return rss, anonymous, *(node_value(outputs, key) for key in SAMPLED_KEYS)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint")
@@ -52,6 +69,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=12.0)
     parser.add_argument(
         "--malloc-defaults", action="store_true", help="glibc's malloc defaults in the node"
+    )
+    parser.add_argument(
+        "--rest-every-s",
+        type=float,
+        default=60.0,
+        help=f"pause {REST_S:.0f} s after this much input and read the memory at rest (0: never)",
     )
     parser.add_argument(
         "--burst-s",
@@ -67,11 +90,15 @@ def main() -> int:
     started = running_planner(args.checkpoint, malloc_defaults=args.malloc_defaults)
     with started as (_, node, probe, rig, outputs):
         period = 1.0 / args.rate
-        start = time.monotonic()
         # (s since start, VmRSS MiB, RssAnon MiB, *SAMPLED_KEYS)
         samples: list[tuple[float, float, float, str, str, str]] = []
-        published, next_sample, scheduled = 0, 0.0, 0.0  # scheduled: s after start
-        while (elapsed := time.monotonic() - start) < args.seconds and node.poll() is None:
+        # (s of input, VmRSS MiB, RssAnon MiB, *SAMPLED_KEYS) at rest
+        at_rest = [(0.0, *reading_at_rest(probe, outputs, node.pid))]
+        start = time.monotonic()
+        published, next_sample, scheduled = 0, 0.0, 0.0  # scheduled: s of input after start
+        next_rest = args.rest_every_s or float("inf")
+        while scheduled < args.seconds and node.poll() is None:
+            elapsed = time.monotonic() - start
             rig.publish_set(int((1000.0 + scheduled) * SECOND))
             published += 1
             scheduled += period / BURST_FACTOR if scheduled < args.burst_s else period
@@ -81,6 +108,11 @@ def main() -> int:
                     (elapsed, *resident, *map(partial(node_value, outputs), SAMPLED_KEYS))
                 )
                 next_sample += 1.0
+            if scheduled >= next_rest:
+                rest_started = time.monotonic()
+                at_rest.append((scheduled, *reading_at_rest(probe, outputs, node.pid)))
+                start += time.monotonic() - rest_started  # the pause is not input time
+                next_rest += args.rest_every_s
             probe.spin_until(lambda: False, max(0.0, start + scheduled - time.monotonic()))
         probe.spin_for(2.0)  # the last plans and a diagnostics message
         alive = node.poll() is None
@@ -113,13 +145,18 @@ def main() -> int:
                 f"heap in use    : median {first:.1f} MiB in the first steady minute, "
                 f"{last:.1f} MiB in the last ({last - first:+.1f} MiB)"
             )
-        full_minutes = [sample for sample in samples if sample[0] % 60.0 < 1.0 and sample[0] > 1.0]
-        print("node at each full minute: RSS, of it anonymous; heap in use / free (MiB); dropped")
-        for elapsed, rss, anonymous, in_use, free, dropped in full_minutes:
+        if len(at_rest) > 1:
             print(
-                f"  {elapsed / 60:4.0f} min  {rss:6.1f}  {anonymous:6.1f}   {in_use} / {free}"
-                f"   {dropped}"
+                f"node at rest (publishing paused {REST_S:.0f} s): RSS, of it anonymous; heap in "
+                "use / free (MiB); change of the anonymous memory since the previous reading; "
+                "dropped sets"
             )
+            for index, (seconds, rss, anonymous, in_use, free, dropped) in enumerate(at_rest):
+                change = f"{anonymous - at_rest[index - 1][2]:+6.1f}" if index else " " * 6
+                print(
+                    f"  after {seconds:6.0f} s  {rss:6.1f}  {anonymous:6.1f}   {in_use} / {free}"
+                    f"   {change}   {dropped}"
+                )
         print(f"node alive     : {alive}")
         return 0 if alive and growth <= MAX_GROWTH else 1
 

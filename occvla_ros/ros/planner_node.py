@@ -27,7 +27,7 @@ from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallba
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
@@ -62,6 +62,16 @@ from occvla_ros.runtime.sync import ApproximateTimeSynchronizer, SyncedSet
 
 WARN, ERROR = 1, 2
 ODOMETRY_GRACE_S = 0.05  # how long a set waits for its odometry message (s)
+# Sensor data QoS, two deep instead of five. The synchroniser keeps its own queue and only the
+# newest set is planned, so older images waiting in DDS are decoded for nothing. And every slot
+# of depth becomes a frame-sized buffer Fast DDS keeps once a stall has filled it: five deep,
+# the node's memory grew in steps for minutes (docs/ros.md, What the creep is).
+CAMERA_QOS = QoSProfile(
+    history=qos_profile_sensor_data.history,
+    depth=2,
+    reliability=qos_profile_sensor_data.reliability,
+    durability=qos_profile_sensor_data.durability,
+)
 
 
 @dataclass
@@ -165,7 +175,7 @@ class PlannerNode(Node):
                 CompressedImage if compressed else Image,
                 self.get_parameter(camera_topic_parameter(name, "topic")).value,
                 lambda message, name=name: self._on_image(name, message),
-                qos_profile_sensor_data,
+                CAMERA_QOS,
                 event_callbacks=sub_events,
                 qos_overriding_options=overrides,
             )

@@ -16,8 +16,9 @@ memory behind in several arenas, which each keep up to the trim threshold. Cappi
 bounds how many keep such memory. It did not stop the node's slow creep at 12 Hz, though
 (benchmarks/ros_sustained.py and docs/ros.md: 0.4-0.8 MiB a minute over 20-40 minutes, capped
 or not). ``heap_usage`` tells the two kinds of growth apart: in those runs about a third of the
-heap's growth was memory in use and two thirds free memory kept, and a periodic ``malloc_trim``
-did not hold the resident size down (docs/ros.md, What the creep is).
+heap's growth was memory in use (Fast DDS's camera payloads reaching their high-water mark, which
+the node's two-deep camera subscriptions now reach within seconds) and two thirds free memory
+kept, which a periodic ``malloc_trim`` did not hold down (docs/ros.md, What the creep is).
 """
 
 from __future__ import annotations
