@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -56,10 +57,15 @@ class IssueBoard:
         self._issues: dict[str, tuple[int, str, float]] = {}
         self._lock = threading.Lock()
 
-    def report(self, key: str, message: str, level: int = 1) -> bool:
-        """Record an issue; True when it is new (so callers log it once, not per message)."""
+    def report(
+        self, key: str, message: str, level: int = 1, on_new: Callable[[str], object] | None = None
+    ) -> bool:
+        """Record an issue; True when it is new. ``on_new(message)`` runs for a new one before any
+        reader can see it, so a status never shows a problem whose log line is not written yet."""
         with self._lock:
             new = key not in self._issues
+            if new and on_new is not None:
+                on_new(message)
             self._issues[key] = (level, message, time.monotonic())
         return new
 

@@ -213,8 +213,7 @@ class PlannerNode(Node):
     # ---- inputs --------------------------------------------------------------------------
     def _bad_input(self, key: str, message: str, counter: str) -> None:
         self.counts[counter] += 1
-        if self.issues.report(key, message, WARN):
-            self.get_logger().warning(message)
+        self.issues.report(key, message, WARN, on_new=self.get_logger().warning)
 
     def _on_image(self, name: str, message) -> None:
         self.camera_rates[name].tick()
@@ -242,8 +241,7 @@ class PlannerNode(Node):
             # The odometry history restarts on its own when its stamps go back; clearing it here
             # would drop the looped instant's odometry when it arrived before this image.
             text = f"camera stamps went backwards on {name} (bag loop?): synchroniser reset"
-            if self.issues.report("loop", text, WARN):
-                self.get_logger().warning(text)
+            self.issues.report("loop", text, WARN, on_new=self.get_logger().warning)
         if synced is not None:
             self.counts["sets"] += 1
             self._submit(_Pending(synced, time.monotonic()))
@@ -296,8 +294,7 @@ class PlannerNode(Node):
         }
         if not self.last_arrival and stale:
             text = f"no camera or odometry message in {timeout} s: check the topics and their QoS"
-            if self.issues.report("no_input", text, WARN):
-                self.get_logger().warning(text)
+            self.issues.report("no_input", text, WARN, on_new=self.get_logger().warning)
         if stale != self.stale:
             if stale:
                 self.get_logger().warning(
@@ -313,8 +310,7 @@ class PlannerNode(Node):
         odometry_at = self.last_arrival.get("odometry")
         if odometry_at is not None and now - odometry_at > self.params["odometry_timeout_s"]:
             text = f"odometry silent for more than {self.params['odometry_timeout_s']} s"
-            if self.issues.report("odometry_silent", text, WARN):
-                self.get_logger().warning(text)
+            self.issues.report("odometry_silent", text, WARN, on_new=self.get_logger().warning)
         if self.fov_warning:
             self.issues.report("fov", self.fov_warning, WARN)
 
@@ -325,8 +321,8 @@ class PlannerNode(Node):
         self._qos_issue(f"a subscriber's QoS is incompatible with an output ({event})")
 
     def _qos_issue(self, text: str) -> None:
+        self.get_logger().warning("QoS mismatch: " + text)  # before the status shows it
         self.issues.report("qos", "QoS mismatch: " + text, WARN)
-        self.get_logger().warning("QoS mismatch: " + text)
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         for parameter in parameters:
@@ -487,8 +483,12 @@ class PlannerNode(Node):
         """A callback raised (a bug): count it, ERROR on /diagnostics, log it once per kind."""
         self.counts["callback_errors"] += 1
         text = f"a callback raised {_describe(error)}"
-        if self.issues.report(f"callback:{type(error).__name__}", text, ERROR):
-            self.get_logger().error(f"{text}\n{traceback.format_exc()}")
+        self.issues.report(
+            f"callback:{type(error).__name__}",
+            text,
+            ERROR,
+            on_new=lambda text: self.get_logger().error(f"{text}\n{traceback.format_exc()}"),
+        )
 
     def destroy_node(self) -> None:
         if self.planner is not None:

@@ -52,6 +52,33 @@ def test_issues_expire_unless_reported_again():
     assert board.active() == []
 
 
+def test_a_new_issue_is_logged_before_a_status_can_show_it():
+    board, logged = IssueBoard(), []
+    entered, release = threading.Event(), threading.Event()
+
+    def log(message: str) -> None:
+        logged.append(message)
+        entered.set()
+        release.wait(5.0)
+
+    reporter = threading.Thread(
+        target=board.report, args=("image", "bad image"), kwargs={"on_new": log}
+    )
+    reporter.start()
+    assert entered.wait(5.0)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(board.active()))
+    reader.start()
+    reader.join(0.2)
+    assert reader.is_alive() and not seen  # the status waits for the log line
+    release.set()
+    reporter.join(5.0)
+    reader.join(5.0)
+    assert seen == [(1, "bad image")]
+    assert not board.report("image", "bad image", on_new=logged.append)  # logged once
+    assert logged == ["bad image"]
+
+
 def test_percentiles_summarise_the_last_values_only():
     values = Percentiles(size=100)
     assert values.summary() == "n/a"
