@@ -65,7 +65,7 @@ ODOMETRY_GRACE_S = 0.05  # how long a set waits for its odometry message (s)
 # Sensor data QoS, two deep instead of five. The synchroniser keeps its own queue and only the
 # newest set is planned, so older images waiting in DDS are decoded for nothing. And every slot
 # of depth becomes a frame-sized buffer Fast DDS keeps once a stall has filled it: five deep,
-# the node's memory grew in steps for minutes (docs/ros.md, What the creep is).
+# the node's memory grew in steps for minutes (docs/ros.md, What holds it).
 CAMERA_QOS = QoSProfile(
     history=qos_profile_sensor_data.history,
     depth=2,
@@ -487,7 +487,7 @@ class PlannerNode(Node):
             f"callback:{type(error).__name__}",
             text,
             ERROR,
-            on_new=lambda text: self.get_logger().error(f"{text}\n{traceback.format_exc()}"),
+            on_new=lambda message: self.get_logger().error(f"{message}\n{traceback.format_exc()}"),
         )
 
     def destroy_node(self) -> None:
