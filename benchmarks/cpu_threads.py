@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from machine import describe_machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ros_latency import nuscenes_sized_jpegs, prepare_checkpoint
@@ -76,6 +77,7 @@ def main() -> None:
     if args.child:
         child(args.checkpoint, args.child, args.plans, args.occupancy)
         return
+    print(describe_machine())
 
     checkpoint = prepare_checkpoint(args.checkpoint)
     counts = range(1, (os.cpu_count() or 1) + 1)

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe_machine
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after a warm-up one")
     args = parser.parse_args()
+    print(describe_machine())
 
     import torch
 
@@ -100,8 +102,6 @@ def main() -> None:
         read = time.perf_counter() - started
         assert cached.from_cache
     records = index.records
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
-    print(f"load average at start: {os.getloadavg()[0]:.1f}")
     print(f"dataset: {dataroot} {args.version}/{args.split}: {len(records)} keyframes")
     print(f"devkit import {devkit_import:.2f} s")
     print(f"index build (devkit tables + records + write) {build:.2f} s; cache read {read:.3f} s")

@@ -11,10 +11,10 @@ evaluation. Prints one line per convention and the total.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
+from machine import describe_machine
 
 from occvla_ros.constants import NUM_WAYPOINTS
 from occvla_ros.evaluation.planning import PRESETS, PlanningMetric
@@ -60,13 +60,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=6019)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print(describe_machine())
     rng = np.random.default_rng(args.seed)
     samples = [synthetic_sample(rng) for _ in range(args.samples)]
     boxes_per_step = np.mean([len(s[3].step) / NUM_WAYPOINTS for s in samples])
     print(f"{args.samples} samples, {boxes_per_step:.1f} boxes per step on average")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}"
-    )
     total = 0.0
     for name in PRESETS:
         metric = PlanningMetric(name)

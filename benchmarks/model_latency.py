@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from machine import describe_machine
 
 from occvla_ros.constants import NUM_OCC_CLASSES, OCC_GRID_SHAPE
 from occvla_ros.model.configuration import OccVLAConfig
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    print(describe_machine())
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = OccVLAConfig.from_preset("tiny")

@@ -12,12 +12,12 @@ the tiny backbone).
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import statistics
 import time
 
 import torch
+from machine import describe_machine
 
 from occvla_ros.constants import NUM_CAMERAS, NUM_OCC_CLASSES, OCC_GRID_SHAPE
 from occvla_ros.model.occupancy import OccupancyBranch, OccupancyBranchConfig
@@ -79,10 +79,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), default=["tiny", "real"])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}"
-    )
+    print(describe_machine())
     for preset in args.presets:
         measure(preset, args.repeats)
 

@@ -15,6 +15,7 @@ import statistics
 import sys
 
 import torch
+from machine import describe_machine
 
 
 def _median_ms(function, repeats: int) -> float:
@@ -35,6 +36,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
+    print(describe_machine())
     if not torch.cuda.is_available():
         print("no CUDA GPU on this machine: the real-size benchmark needs one; nothing measured")
         return 1

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe_machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ros_latency import REPO_ROOT, nuscenes_sized_jpegs  # also sets the DDS environment
@@ -141,6 +142,7 @@ def main() -> None:
         return echo(args.echo)
     if args.measure:
         return measure(args.measure, args.sets)
+    print(describe_machine())
     print(
         "allocator            round trip (median)  page faults per image  sets"
         "  CPU per image: taken by the echo / published here"

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe_machine
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -170,6 +171,7 @@ def main() -> None:
         help="glibc's malloc defaults in the node and in this process (the bare call's)",
     )
     args = parser.parse_args()
+    print(describe_machine())
 
     from occvla_ros.constants import CAMERA_NAMES
     from occvla_ros.ros.conversions import stamp_to_ns

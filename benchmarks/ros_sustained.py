@@ -34,6 +34,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from machine import describe_machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ros_latency import node_value, running_planner
@@ -83,6 +84,7 @@ def main() -> int:
         help=f"publish the first seconds at {BURST_FACTOR}x the rate (warm-up counts from after)",
     )
     args = parser.parse_args()
+    print(describe_machine())
     warm_up_s = args.burst_s + WARM_UP_S
 
     from tests.ros.rig import SECOND

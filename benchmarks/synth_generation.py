@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
+from machine import describe_machine
 
 from occvla_ros.data.synth import SynthConfig, generate_dataset, omnidrive
 from occvla_ros.data.synth.world import build_world
@@ -88,8 +88,8 @@ def main() -> None:
     parser.add_argument("--meta-action-scenes", type=int, default=40)
     parser.add_argument("--keep", type=Path, help="write the dataset here instead of a temp dir")
     args = parser.parse_args()
+    print(describe_machine())
     cv2.setNumThreads(1)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
     config = SynthConfig(
         seed=args.seed,
         num_scenes=args.scenes,
