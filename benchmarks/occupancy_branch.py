@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(describe_machine())
+    print(f"{torch.get_num_threads()} torch threads")
     for preset in args.presets:
         measure(preset, args.repeats)
 
