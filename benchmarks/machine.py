@@ -28,8 +28,8 @@ def cpu_model() -> str:
 
 
 def describe_machine() -> str:
-    # torch's version comes from its metadata, not an import: the ROS benchmarks cap their
-    # process's malloc arenas before anything else runs.
+    # torch's version comes from its metadata, not an import: the ROS benchmarks print this line
+    # before they cap their process's malloc arenas, which must precede any library's threads.
     return (
         f"machine: {cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
         f"python {platform.python_version()}, torch {metadata.version('torch')}; "
