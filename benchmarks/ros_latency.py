@@ -175,6 +175,7 @@ def main() -> None:
 
     from occvla_ros.constants import CAMERA_NAMES
     from occvla_ros.ros.conversions import stamp_to_ns
+    from occvla_ros.ros.parameters import PLANNER_PARAMETERS
     from occvla_ros.runtime.heap import keep_frame_buffers_in_heap, limit_malloc_arenas
     from occvla_ros.runtime.planner import JPEG, CameraFrame, Planner
     from tests.ros.rig import SECOND
@@ -185,7 +186,7 @@ def main() -> None:
     with started as (checkpoint, _, probe, rig, outputs):
         planner = Planner(checkpoint, device="cpu")
         if not args.malloc_defaults:
-            keep_frame_buffers_in_heap()
+            keep_frame_buffers_in_heap(PLANNER_PARAMETERS["heap_reserve_mib"][0] << 20)
         frames = {name: CameraFrame(bytes(rig.jpegs[name]), JPEG) for name in CAMERA_NAMES}
         node_ms, bare_ms = [], []
         for index in range(args.sets + 2):  # the first two warm both paths up

@@ -10,15 +10,15 @@ free, from /diagnostics) once a second and counts the Paths that come back. Repo
 after warm-up (first 10 s) and at the end, the fitted growth per minute over the steady state,
 plans per second, the node's own set / dropped-set counters from /diagnostics, the median heap in
 use in the first and last steady minute, and whether the node was still alive. Exit status 1 when
-the node died or the memory grew by more than 10 % after warm-up. Occupancy off (nobody
-subscribes to it).
+the node died or its anonymous memory at rest (its heap and other private allocations) grew by
+more than 2 MiB from before the input to after it. Occupancy off (nobody subscribes to it).
 
-At rest: before the input and after each ``--rest-every-s`` seconds of it (0: never) publishing
-pauses for 3 s, and the node's memory is read once it has planned its last set and sent a
-/diagnostics status. These readings are taken at like points, with no frames in flight (the
-samples above swing by 10-30 MiB with them), so the change from one to the next is what that
-stretch of input left behind: memory in use (a leak, or a pool reaching its size) or free memory
-the heap keeps. The pauses shift the stamps, not the rate.
+At rest: before the input, after each ``--rest-every-s`` seconds of it (0: never) and after the
+last set, publishing pauses for 3 s, and the node's memory is read once it has planned its last
+set and sent a /diagnostics status. These readings are taken at like points, with no frames in
+flight (the samples above swing by 10-30 MiB with them), so the change from one to the next is
+what that stretch of input left behind: memory in use (a leak, or a pool reaching its size) or
+free memory the heap keeps. The pauses shift the stamps, not the rate.
 
 ``--burst-s S`` publishes the first S seconds at three times the rate, so that inference falls
 behind and the node has the most sets in flight before the measured span; the warm-up then ends
@@ -43,7 +43,7 @@ WARM_UP_S = 10.0
 REST_S = 3.0
 BURST_FACTOR = 3
 SAMPLED_KEYS = ("heap in use (MiB)", "heap free (MiB)", "dropped_sets")  # from /diagnostics
-MAX_GROWTH = 0.10
+MAX_ANONYMOUS_GROWTH_MIB = 2.0
 
 
 def resident_mib(pid: int, field: str = "VmRSS") -> float:
@@ -54,13 +54,13 @@ def resident_mib(pid: int, field: str = "VmRSS") -> float:
     raise RuntimeError(f"no {field} for process {pid}")
 
 
-def reading_at_rest(probe, outputs, pid: int) -> tuple[float, float, str, str, str]:
-    """VmRSS, RssAnon and SAMPLED_KEYS once the node has planned its last set."""
+def reading_at_rest(probe, outputs, pid: int) -> tuple[float, float, float, str, str, str]:
+    """VmRSS, RssAnon, RssShmem and SAMPLED_KEYS once the node has planned its last set."""
     probe.spin_for(REST_S)
     outputs.statuses.clear()
     probe.spin_until(lambda: bool(outputs.statuses), 5.0)  # a status the node sent at rest
-    rss, anonymous = (resident_mib(pid, field) for field in ("VmRSS", "RssAnon"))
-    return rss, anonymous, *(node_value(outputs, key) for key in SAMPLED_KEYS)
+    resident = (resident_mib(pid, field) for field in ("VmRSS", "RssAnon", "RssShmem"))
+    return *resident, *(node_value(outputs, key) for key in SAMPLED_KEYS)
 
 
 def main() -> int:
@@ -94,7 +94,7 @@ def main() -> int:
         period = 1.0 / args.rate
         # (s since start, VmRSS MiB, RssAnon MiB, *SAMPLED_KEYS)
         samples: list[tuple[float, float, float, str, str, str]] = []
-        # (s of input, VmRSS MiB, RssAnon MiB, *SAMPLED_KEYS) at rest
+        # (s of input, VmRSS MiB, RssAnon MiB, RssShmem MiB, *SAMPLED_KEYS) at rest
         at_rest = [(0.0, *reading_at_rest(probe, outputs, node.pid))]
         start = time.monotonic()
         published, next_sample, scheduled = 0, 0.0, 0.0  # scheduled: s of input after start
@@ -116,7 +116,8 @@ def main() -> int:
                 start += time.monotonic() - rest_started  # the pause is not input time
                 next_rest += args.rest_every_s
             probe.spin_until(lambda: False, max(0.0, start + scheduled - time.monotonic()))
-        probe.spin_for(2.0)  # the last plans and a diagnostics message
+        if at_rest[-1][0] < scheduled and node.poll() is None:
+            at_rest.append((scheduled, *reading_at_rest(probe, outputs, node.pid)))
         alive = node.poll() is None
         times, memory = (np.array([sample[index] for sample in samples]) for index in (0, 1))
         steady = times >= warm_up_s
@@ -149,18 +150,28 @@ def main() -> int:
             )
         if len(at_rest) > 1:
             print(
-                f"node at rest (publishing paused {REST_S:.0f} s): RSS, of it anonymous; heap in "
-                "use / free (MiB); change of the anonymous memory since the previous reading; "
-                "dropped sets"
+                f"node at rest (publishing paused {REST_S:.0f} s): RSS, of it anonymous and "
+                "shared (DDS segments); heap in use / free (MiB); change of the anonymous memory "
+                "since the previous reading; dropped sets"
             )
-            for index, (seconds, rss, anonymous, in_use, free, dropped) in enumerate(at_rest):
+            for index, (seconds, rss, anonymous, shared, in_use, free, dropped) in enumerate(
+                at_rest
+            ):
                 change = f"{anonymous - at_rest[index - 1][2]:+6.1f}" if index else " " * 6
                 print(
-                    f"  after {seconds:6.0f} s  {rss:6.1f}  {anonymous:6.1f}   {in_use} / {free}"
-                    f"   {change}   {dropped}"
+                    f"  after {seconds:6.0f} s  {rss:6.1f}  {anonymous:6.1f}  {shared:6.1f}   "
+                    f"{in_use} / {free}   {change}   {dropped}"
                 )
         print(f"node alive     : {alive}")
-        return 0 if alive and growth <= MAX_GROWTH else 1
+        if not alive or len(at_rest) < 2:
+            return 1
+        anonymous_growth = at_rest[-1][2] - at_rest[0][2]
+        print(
+            f"anonymous memory at rest: {at_rest[0][2]:.1f} MiB before the input, "
+            f"{at_rest[-1][2]:.1f} MiB after it ({anonymous_growth:+.1f} MiB; "
+            f"limit +{MAX_ANONYMOUS_GROWTH_MIB:.0f})"
+        )
+        return 0 if anonymous_growth <= MAX_ANONYMOUS_GROWTH_MIB else 1
 
 
 if __name__ == "__main__":

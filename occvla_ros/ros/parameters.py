@@ -13,6 +13,7 @@ from occvla_ros.constants import (
     camera_image_topic,
     camera_info_topic,
 )
+from occvla_ros.runtime.heap import TRIM_THRESHOLD_BYTES
 from occvla_ros.runtime.planner import DTYPES
 
 IMAGE_TRANSPORTS = ("compressed", "raw")
@@ -88,6 +89,13 @@ PLANNER_PARAMETERS: dict[str, tuple[object, str, bool]] = {
         "faulting mmaps (docs/ros.md, Latency)",
         True,
     ),
+    "heap_reserve_mib": (
+        48,
+        "with fixed_malloc_thresholds: free memory written into the heap at start-up, so the "
+        "frames' working set is resident before the first set and the memory does not grow "
+        "with the input (MiB, 0 to 63; docs/ros.md, Sustained input)",
+        True,
+    ),
     "fov_tolerance_deg": (10.0, "warn when a camera's horizontal FOV differs more (deg)", True),
     "diagnostics_period_s": (1.0, "period of the /diagnostics status (s)", True),
     "startup_error_linger_s": (
@@ -129,6 +137,8 @@ def validate_planner_parameter(name: str, value: object) -> str | None:
         return f"{name}={value!r} must be > 0"
     if name in ("sync_slop_s", "startup_error_linger_s", "cpu_threads") and not value >= 0:
         return f"{name}={value!r} must be >= 0"
+    if name == "heap_reserve_mib" and not 0 <= value < TRIM_THRESHOLD_BYTES >> 20:
+        return f"{name}={value!r} must be >= 0 and < {TRIM_THRESHOLD_BYTES >> 20}"
     if (name.endswith("topic") or name == "base_frame") and not str(value).strip():
         return f"{name} must not be empty"
     return None

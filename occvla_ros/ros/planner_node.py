@@ -122,7 +122,9 @@ class PlannerNode(Node):
         )
         # Only after loading: the loading's one-off buffers (a 3B checkpoint's staging copies)
         # keep glibc's defaults, which hand them back to the system.
-        if p["fixed_malloc_thresholds"] and not keep_frame_buffers_in_heap():
+        if p["fixed_malloc_thresholds"] and not keep_frame_buffers_in_heap(
+            p["heap_reserve_mib"] << 20
+        ):
             self.get_logger().warning(
                 "fixed_malloc_thresholds: this C library takes no glibc mallopt thresholds; "
                 "allocator defaults kept (image buffers may page-fault, docs/ros.md)"

@@ -12,13 +12,17 @@ per-frame buffers: a raw 1600x900 rgb8 image is 4.3 MB, a set of six with its co
 
 Each such threshold applies per malloc arena, and glibc gives threads up to 8 arenas per core: a
 frame allocated on a DDS thread, decoded on a worker and freed on the main thread leaves free
-memory behind in several arenas, which each keep up to the trim threshold. Capping the arenas
-bounds how many keep such memory. It did not stop the node's slow creep at 12 Hz, though
-(benchmarks/ros_sustained.py and docs/ros.md: 0.4-0.8 MiB a minute over 20-40 minutes, capped
-or not). ``heap_usage`` tells the two kinds of growth apart: in those runs about a third of the
-heap's growth was memory in use (Fast DDS's camera payloads reaching their high-water mark, which
-the node's two-deep camera subscriptions now reach within seconds) and two thirds free memory
-kept, which a periodic ``malloc_trim`` did not hold down (docs/ros.md, What the creep is).
+memory behind in several arenas, which each keep up to the trim threshold. The node caps them at
+one, so every thread allocates from the main arena. ``heap_usage`` tells the two kinds of heap
+growth apart: memory in use (Fast DDS's camera payloads reaching their high-water mark) and free
+memory kept, which a periodic ``malloc_trim`` did not hold down (docs/ros.md, What the creep is).
+
+A fresh node's heap grew by 28-41 MiB in its first seconds of camera input (payloads, frames in
+flight and the holes between them) and by steps of 0.4-3 MiB later. The reserve of
+``keep_frame_buffers_in_heap`` writes that working set once at start-up and frees it into the one
+arena, where the fixed trim threshold keeps it: the frames then reuse pages that are already
+resident, and the resident memory stays flat from the first set (the memory in use and the free
+memory still show on /diagnostics).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ _M_ARENA_MAX = -8
 
 MMAP_THRESHOLD_BYTES = 16 << 20  # above any one frame buffer: those come from the heap
 TRIM_THRESHOLD_BYTES = 64 << 20  # above a set's buffers: freed frames are not handed back
-MALLOC_ARENAS = 2
+# Chunks of the reserve: under the mmap threshold, so they come from the heap and return to it.
+RESERVE_CHUNK_BYTES = 4 << 20
+MALLOC_ARENAS = 1  # the arena that holds the reserve serves every thread
 ARENA_VARIABLE = "MALLOC_ARENA_MAX"  # glibc's own setting, read at process start
 
 
@@ -70,17 +76,41 @@ def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
     return _mallopt(_M_ARENA_MAX, count)
 
 
-def keep_frame_buffers_in_heap() -> bool:
-    """Set glibc's mmap and trim thresholds for this process; False where that is not possible
-    (libc is not glibc, or mallopt refused), and the defaults stay.
+def keep_frame_buffers_in_heap(reserve_bytes: int = 0) -> bool:
+    """Set glibc's mmap and trim thresholds for this process, then reserve ``reserve_bytes`` of
+    resident free memory in the heap; False where that is not possible (libc is not glibc, or
+    mallopt refused), and the defaults stay, without a reserve.
 
     Call it once in a process that receives or decodes camera frames, after loading the model:
     with the thresholds fixed, freed buffers under 16 MiB stay in the process, and a loader's
-    one-off copies should not. It changes the whole process's allocator, so a library never
-    calls it on its own.
+    one-off copies should not. The reserve serves the threads of the calling thread's arena, all
+    of them after ``limit_malloc_arenas()``. It changes the whole process's allocator, so a
+    library never calls it on its own.
     """
+    if not 0 <= reserve_bytes < TRIM_THRESHOLD_BYTES:  # more would be trimmed at once
+        raise ValueError(f"reserve_bytes={reserve_bytes} must be in [0, {TRIM_THRESHOLD_BYTES})")
     mmap_fixed = _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-    return _mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) and mmap_fixed
+    if not (_mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) and mmap_fixed):
+        return False
+    _reserve(reserve_bytes)
+    return True
+
+
+def _reserve(size: int) -> None:
+    """Allocate ``size`` bytes in heap chunks, write every page, free them all: the freed chunks
+    merge into free memory that stays resident under the trim threshold."""
+    malloc, free = _libc_function("malloc"), _libc_function("free")
+    malloc.argtypes, malloc.restype = (ctypes.c_size_t,), ctypes.c_void_p
+    free.argtypes, free.restype = (ctypes.c_void_p,), None
+    chunks = []
+    for start in range(0, size, RESERVE_CHUNK_BYTES):
+        length = min(RESERVE_CHUNK_BYTES, size - start)
+        if (chunk := malloc(length)) is None:
+            break  # out of memory: keep what was reserved
+        ctypes.memset(chunk, 0, length)
+        chunks.append(chunk)
+    for chunk in chunks:
+        free(chunk)
 
 
 class _MallInfo2(ctypes.Structure):

@@ -29,6 +29,8 @@ def test_planner_yaml_matches_the_declared_defaults():
         ("loop_reset_s", float("nan"), "must be a finite number"),
         ("cpu_threads", -1, "must be >= 0"),
         ("cpu_threads", 2.0, "must be a int"),
+        ("heap_reserve_mib", -1, "must be >= 0 and < 64"),
+        ("heap_reserve_mib", 64, "must be >= 0 and < 64"),
     ],
 )
 def test_invalid_values_are_named(name, value, message):

@@ -90,7 +90,9 @@ def test_end_to_end_path_meta_action_and_markers(system):
     assert {"inference ms", "end-to-end ms", "dropped_sets", "device"} <= set(values)
     assert int(values["cpu threads"]) >= 1
     assert float(values["heap in use (MiB)"]) > 50  # the tiny model alone holds more
-    assert float(values["heap free (MiB)"]) >= 0
+    # The 48 MiB heap_reserve_mib written at start-up stays in the heap (a few small frames
+    # later; without it the free heap is under 15 MiB).
+    assert float(values["heap free (MiB)"]) >= 40
 
 
 def test_stale_camera_gives_a_degraded_blank_view_plan(system):

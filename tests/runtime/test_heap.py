@@ -1,10 +1,12 @@
-"""The allocator settings for processes that move images: thresholds and arena count."""
+"""The allocator settings for processes that move images: thresholds, reserve and arena count."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+
+import pytest
 
 from occvla_ros.runtime.heap import ARENA_VARIABLE
 from tests.conftest import REPO_ROOT
@@ -58,7 +60,7 @@ import ctypes, ctypes.util, os, sys, threading
 from occvla_ros.runtime.heap import limit_malloc_arenas
 
 if sys.argv[1] == "limited":
-    print(limit_malloc_arenas(2))
+    print(limit_malloc_arenas())
 started, release = threading.Barrier(9), threading.Event()
 
 def allocate():
@@ -92,11 +94,11 @@ def arenas_in_use(mode: str, arena_max: str | None = None) -> tuple[str, int]:
     return answer, sum(line.startswith("Arena ") for line in lines)
 
 
-def test_limited_arenas_keep_new_threads_in_two():
+def test_limited_arenas_keep_new_threads_in_the_main_one():
     _, with_default = arenas_in_use("defaults")
     assert with_default > 2, with_default  # glibc gives each new thread its own arena
     answer, limited = arenas_in_use("limited")
-    assert answer == "True" and limited <= 2, (answer, limited)
+    assert answer == "True" and limited == 1, (answer, limited)
 
 
 def test_malloc_arena_max_in_the_environment_wins():
@@ -118,3 +120,67 @@ def test_heap_usage_tells_live_memory_from_freed_memory_kept_in_the_heap():
     freed = heap_usage()
     assert allocated.in_use_bytes - freed.in_use_bytes >= 90 * 100_000
     assert freed.free_bytes - allocated.free_bytes >= 90 * 100_000
+
+
+# One arena and a 32 MiB reserve, then frame-sized buffers written on worker threads and freed on
+# the main thread, as in the node; prints the anonymous memory (kB) after the reserve and after
+# the frames, and the page faults per frame buffer.
+RESERVE_THEN_FRAMES = """
+import resource, sys
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from occvla_ros.runtime.heap import keep_frame_buffers_in_heap, limit_malloc_arenas
+
+def anonymous_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+
+limit_malloc_arenas()
+workers = ThreadPoolExecutor(2)
+workers.submit(int).result()  # the workers exist (and have their arena) before the reserve
+before = anonymous_kb()
+if not keep_frame_buffers_in_heap(int(sys.argv[1]) << 20):
+    sys.exit("mallopt refused")
+reserved = anonymous_kb()
+
+def frame_buffer():
+    buffer = np.empty(507_000, np.uint8)
+    buffer.fill(1)
+    return buffer
+
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):  # up to 24 frames alive at once: 12 MB
+    sets = [[workers.submit(frame_buffer) for _ in range(6)] for _ in range(4)]
+    buffers = [future.result() for futures in sets for future in futures]
+    del buffers
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+print(reserved - before, anonymous_kb() - reserved, faults / 1200)
+"""
+
+
+def reserve_then_frames(reserve_mib: int) -> tuple[int, int, float]:
+    """(kB the reserve made resident, kB the frames added after it, page faults per frame)."""
+    result = subprocess.run(
+        [sys.executable, "-c", RESERVE_THEN_FRAMES, str(reserve_mib)],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, check=True,
+        env={k: v for k, v in os.environ.items() if k != ARENA_VARIABLE},
+    )  # fmt: skip
+    reserved, added, faults = result.stdout.split()
+    return int(reserved), int(added), float(faults)
+
+
+def test_the_reserve_is_resident_and_takes_the_frames_without_growing():
+    reserved, added, faults = reserve_then_frames(32)
+    assert reserved >= 31 * 1024, reserved  # all of it written, and kept after the free
+    assert added < 1024 and faults < 1, (added, faults)
+    # Without it the same frames make the memory grow: the reserve is what holds it flat.
+    _, added_without, _ = reserve_then_frames(0)
+    assert added_without > 8 * 1024, added_without
+
+
+def test_a_reserve_over_the_trim_threshold_is_refused():
+    from occvla_ros.runtime.heap import TRIM_THRESHOLD_BYTES, keep_frame_buffers_in_heap
+
+    with pytest.raises(ValueError, match="reserve_bytes"):
+        keep_frame_buffers_in_heap(TRIM_THRESHOLD_BYTES)
