@@ -31,11 +31,18 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+from occvla_ros.runtime.heap import limit_malloc_arenas
+
+# The bare call runs with the node's allocator settings: like the node's module, this caps the
+# arenas before numpy's threads fix glibc's limit (--malloc-defaults, parsed later: glibc's count).
+if "--malloc-defaults" not in sys.argv:
+    limit_malloc_arenas()
+
 import numpy as np
 from machine import describe_machine
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 PROFILE = str(REPO_ROOT / "config" / "fastdds.xml")
 os.environ.update(
     {
@@ -176,12 +183,10 @@ def main() -> None:
     from occvla_ros.constants import CAMERA_NAMES
     from occvla_ros.ros.conversions import stamp_to_ns
     from occvla_ros.ros.parameters import PLANNER_PARAMETERS
-    from occvla_ros.runtime.heap import keep_frame_buffers_in_heap, limit_malloc_arenas
+    from occvla_ros.runtime.heap import keep_frame_buffers_in_heap
     from occvla_ros.runtime.planner import JPEG, CameraFrame, Planner
     from tests.ros.rig import SECOND
 
-    if not args.malloc_defaults:  # the bare call runs with the node's allocator settings
-        limit_malloc_arenas()  # before the probe's DDS threads exist, as the node does
     started = running_planner(args.checkpoint, malloc_defaults=args.malloc_defaults)
     with started as (checkpoint, _, probe, rig, outputs):
         planner = Planner(checkpoint, device="cpu")

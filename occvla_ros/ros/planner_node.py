@@ -9,6 +9,13 @@ node) keeps the process launcher and ``ros2 launch`` identical; the exit status 
 
 from __future__ import annotations
 
+# Before anything imports numpy, torch or rclpy: their threads (OpenBLAS's at numpy's import,
+# rclpy's at its own) take malloc arenas, and glibc fixes its arena limit when the first thread
+# does; a cap set after that, even first thing in main(), is ignored.
+from occvla_ros.runtime.heap import limit_malloc_arenas
+
+limit_malloc_arenas()  # MALLOC_ARENA_MAX in the environment overrides
+
 import sys
 import threading
 import time
@@ -50,7 +57,7 @@ from occvla_ros.ros.parameters import (
     validate_planner_parameter,
 )
 from occvla_ros.runtime.ego import EgoStateEstimator
-from occvla_ros.runtime.heap import heap_usage, keep_frame_buffers_in_heap, limit_malloc_arenas
+from occvla_ros.runtime.heap import heap_usage, keep_frame_buffers_in_heap
 from occvla_ros.runtime.planner import (
     NUSCENES_HFOV_DEG,
     CameraFrame,
@@ -521,7 +528,6 @@ def _linger_with_error(node: PlannerNode, text: str) -> None:
 
 
 def main(args=None) -> int:
-    limit_malloc_arenas()  # before rclpy.init starts any thread; MALLOC_ARENA_MAX overrides
     rclpy.init(args=args)
     node = None
     try:

@@ -66,8 +66,9 @@ def _mallopt(parameter: int, value: int) -> bool:
 def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
     """Cap glibc's malloc arenas for the threads this process starts from now on.
 
-    Call it first thing in a node's main(), before rclpy starts DDS threads: a thread gets its
-    arena at its first allocation, so threads started earlier keep theirs. ``MALLOC_ARENA_MAX``
+    Call it before importing numpy, torch or rclpy: OpenBLAS starts a thread at numpy's import and
+    rclpy at its own, and glibc fixes its arena limit when the first thread takes an arena; a cap
+    set after that is accepted and ignored (tests/runtime/test_heap.py). ``MALLOC_ARENA_MAX``
     in the environment is the user's choice and is left alone (returns False then, as it does
     where mallopt is not available).
     """

@@ -61,6 +61,11 @@ from occvla_ros.runtime.heap import limit_malloc_arenas
 
 if sys.argv[1] == "limited":
     print(limit_malloc_arenas())
+elif sys.argv[1] == "late":  # after imports that start threads
+    import numpy, rclpy
+    print(limit_malloc_arenas())
+elif sys.argv[1] == "node":  # the node's module caps them before its imports
+    import occvla_ros.ros.planner_node
 started, release = threading.Barrier(9), threading.Event()
 
 def allocate():
@@ -90,7 +95,7 @@ def arenas_in_use(mode: str, arena_max: str | None = None) -> tuple[str, int]:
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, check=True, env=environment,
     )  # fmt: skip
     lines = result.stdout.splitlines()
-    answer = lines[0] if mode == "limited" else ""
+    answer = lines[0] if mode in ("limited", "late") else ""
     return answer, sum(line.startswith("Arena ") for line in lines)
 
 
@@ -99,6 +104,13 @@ def test_limited_arenas_keep_new_threads_in_the_main_one():
     assert with_default > 2, with_default  # glibc gives each new thread its own arena
     answer, limited = arenas_in_use("limited")
     assert answer == "True" and limited == 1, (answer, limited)
+
+
+def test_a_cap_after_numpy_and_rclpy_start_threads_is_ignored_so_the_node_caps_before():
+    answer, late = arenas_in_use("late")
+    assert answer == "True" and late > 1, (answer, late)  # glibc accepted it, and ignores it
+    _, in_node = arenas_in_use("node")
+    assert in_node == 1, in_node
 
 
 def test_malloc_arena_max_in_the_environment_wins():
@@ -126,17 +138,17 @@ def test_heap_usage_tells_live_memory_from_freed_memory_kept_in_the_heap():
 # the main thread, as in the node; prints the anonymous memory (kB) after the reserve and after
 # the frames, and the page faults per frame buffer.
 RESERVE_THEN_FRAMES = """
+from occvla_ros.runtime.heap import keep_frame_buffers_in_heap, limit_malloc_arenas
+limit_malloc_arenas()  # before numpy starts a thread, as the node does
 import resource, sys
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
-from occvla_ros.runtime.heap import keep_frame_buffers_in_heap, limit_malloc_arenas
 
 def anonymous_kb():
     for line in open("/proc/self/status"):
         if line.startswith("RssAnon:"):
             return int(line.split()[1])
 
-limit_malloc_arenas()
 workers = ThreadPoolExecutor(2)
 workers.submit(int).result()  # the workers exist (and have their arena) before the reserve
 before = anonymous_kb()
