@@ -1,9 +1,9 @@
 """One line naming the machine a benchmark ran on, printed first by every benchmark here.
 
-These machines are shared virtual ones whose speed changes from day to day (docs/ros.md has runs
-where the same call took twice as long), so a result is only worth recording with the CPU, its
-cores, how busy it was at the start, the versions and the date. A GPU benchmark names its GPU
-itself.
+These machines are shared virtual ones whose speed changes from day to day
+(docs/ros-performance.md has runs where the same call took twice as long), so a result is only
+worth recording with the CPU, its cores, how busy it was at the start, the versions and the date.
+A GPU benchmark names its GPU itself.
 """
 
 from __future__ import annotations

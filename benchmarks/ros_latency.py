@@ -1,7 +1,7 @@
 """End-to-end latency of planner_node vs the bare Planner call, side by side in one run.
 
     .venv/bin/python benchmarks/ros_latency.py [--checkpoint DIR] [--sets 20] [--stagger-ms 0]
-                                               [--malloc-defaults]
+                                               [--malloc-defaults] [--echo-floor]
 
 Per iteration (nothing else running in between): publish six 1600x900 JPEG cameras + odometry
 from this process and time until the Path arrives here (camera stamp -> Path received in another
@@ -16,6 +16,11 @@ six images then go out back to back and the time runs from building the first. W
 40 ms from the first to the last), and the time runs from the last one's publish: the latency a
 plan has after its last image. ``--malloc-defaults`` runs the node and this process with glibc's
 default malloc thresholds and arena count instead of ``occvla_ros.runtime.heap``'s.
+
+``--echo-floor`` adds a third timing to each iteration: the same six images published to
+``ros_echo_floor.py``'s echo node in a third process, which answers each complete set without
+decoding, timed from building the first message to the answer. That is the transport's own round
+trip, measured beside the node's overhead in the same run.
 """
 
 from __future__ import annotations
@@ -137,6 +142,50 @@ def running_planner(checkpoint_argument: str | None, *, malloc_defaults: bool = 
         node.wait(20)
 
 
+@contextlib.contextmanager
+def echo_round_trip(probe, rig, malloc_defaults: bool):
+    """A started ros_echo_floor.py echo node; yields a function timing one set's round trip (ms,
+    None when no answer came) from building its first camera message to the answer."""
+    from rclpy.qos import qos_profile_sensor_data
+    from ros_echo_floor import REPLY_TOPIC, TOPICS
+    from sensor_msgs.msg import CompressedImage
+    from std_msgs.msg import Header
+
+    from occvla_ros.constants import CAMERA_NAMES
+    from tests.ros.rig import SECOND
+
+    mode = "defaults" if malloc_defaults else "fixed"
+    echo = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "ros_echo_floor.py"), "--echo", mode],
+        cwd=REPO_ROOT, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    publishers = [
+        probe.node.create_publisher(CompressedImage, topic, qos_profile_sensor_data)
+        for topic in TOPICS
+    ]
+    answers: list[Header] = []
+    probe.node.create_subscription(Header, REPLY_TOPIC, answers.append, 10)
+    try:
+        if not probe.wait_for_subscribers(publishers[-1], 1, 60.0):
+            sys.exit("the echo node did not connect")
+        probe.spin_for(1.0)
+
+        def time_one(index: int) -> float | None:
+            second = 100_000 + index  # the echo matches a set's images by their whole seconds
+            start = time.perf_counter()
+            for name, publisher in zip(CAMERA_NAMES, publishers, strict=True):
+                publisher.publish(rig.camera_message(name, second * SECOND))
+            answered = probe.spin_until(
+                lambda: any(answer.stamp.sec == second for answer in answers), 5.0
+            )
+            return (time.perf_counter() - start) * 1e3 if answered else None
+
+        yield time_one
+    finally:
+        echo.terminate()
+        echo.wait(10)
+
+
 def node_value(outputs, key: str) -> str:
     """The latest value of ``key`` in the planner's /diagnostics status, as the node reports it."""
     for status in reversed(outputs.statuses):
@@ -177,6 +226,11 @@ def main() -> None:
         action="store_true",
         help="glibc's malloc defaults in the node and in this process (the bare call's)",
     )
+    parser.add_argument(
+        "--echo-floor",
+        action="store_true",
+        help="also time each set's round trip through ros_echo_floor.py's echo node",
+    )
     args = parser.parse_args()
     print(describe_machine())
 
@@ -188,13 +242,16 @@ def main() -> None:
     from tests.ros.rig import SECOND
 
     started = running_planner(args.checkpoint, malloc_defaults=args.malloc_defaults)
-    with started as (checkpoint, _, probe, rig, outputs):
+    with started as (checkpoint, _, probe, rig, outputs), contextlib.ExitStack() as stack:
+        echo = None
+        if args.echo_floor:
+            echo = stack.enter_context(echo_round_trip(probe, rig, args.malloc_defaults))
         planner = Planner(checkpoint, device="cpu")
         if not args.malloc_defaults:
             keep_frame_buffers_in_heap(PLANNER_PARAMETERS["heap_reserve_mib"][0] << 20)
         frames = {name: CameraFrame(bytes(rig.jpegs[name]), JPEG) for name in CAMERA_NAMES}
-        node_ms, bare_ms = [], []
-        for index in range(args.sets + 2):  # the first two warm both paths up
+        node_ms, bare_ms, echo_ms = [], [], []
+        for index in range(args.sets + 2):  # the first two warm all paths up
             stamp_ns = int((5000 + index * 0.5) * SECOND)
             first_start, last_start = publish_cameras(rig, stamp_ns, args.stagger_ms * 1e-3)
             start = last_start if args.stagger_ms > 0 else first_start
@@ -206,9 +263,12 @@ def main() -> None:
             bare_start = time.perf_counter()
             planner.plan(frames, (5.0, 0.0, 0.0))
             bare = (time.perf_counter() - bare_start) * 1e3
+            echoed = echo(index) if echo else None
             if index >= 2 and arrived:
                 node_ms.append(elapsed)
                 bare_ms.append(bare)
+                if echoed is not None:
+                    echo_ms.append(echoed)
         node_median, bare_median = np.median(node_ms), np.median(bare_ms)
         print(f"node end-to-end  : {summary(node_ms)}")
         print(f"bare Planner.plan: {summary(bare_ms)}")
@@ -216,6 +276,10 @@ def main() -> None:
             f"node overhead    : median {node_median - bare_median:+.1f} ms "
             f"({100 * (node_median / bare_median - 1):+.1f} %)"
         )
+        if echo_ms:
+            echo_median = np.median(echo_ms)
+            print(f"echo round trip  : {summary(echo_ms)}")
+            print(f"overhead - echo  : median {node_median - bare_median - echo_median:+.1f} ms")
         print(f"lost sets        : {args.sets - len(node_ms)}")
         probe.spin_for(1.5)  # one more diagnostics message
         print(

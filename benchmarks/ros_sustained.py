@@ -22,7 +22,7 @@ free memory the heap keeps. The pauses shift the stamps, not the rate.
 
 ``--burst-s S`` publishes the first S seconds at three times the rate, so that inference falls
 behind and the node has the most sets in flight before the measured span; the warm-up then ends
-10 s after the burst. (It did not stop the creep: docs/ros.md, What the creep is.)
+10 s after the burst. (It did not stop the creep: docs/ros-performance.md, What the creep is.)
 """
 
 from __future__ import annotations

@@ -80,20 +80,20 @@ PLANNER_PARAMETERS: dict[str, tuple[object, str, bool]] = {
     "cpu_threads": (
         0,
         "CPU threads for PyTorch and image decoding; 0: one per core (fewer where other "
-        "processes keep cores busy, docs/ros.md)",
+        "processes keep cores busy, docs/ros-performance.md)",
         True,
     ),
     "fixed_malloc_thresholds": (
         True,
         "fix glibc's malloc thresholds so image buffers come from the heap, not fresh page-"
-        "faulting mmaps (docs/ros.md, Latency)",
+        "faulting mmaps (docs/ros-performance.md, Page faults)",
         True,
     ),
     "heap_reserve_mib": (
         48,
         "with fixed_malloc_thresholds: free memory written into the heap at start-up, so the "
         "frames' working set is resident before the first set and the memory does not grow "
-        "with the input (MiB, 0 to 63; docs/ros.md, Sustained input)",
+        "with the input (MiB, 0 to 63; docs/ros-performance.md, Heap reserve)",
         True,
     ),
     "fov_tolerance_deg": (10.0, "warn when a camera's horizontal FOV differs more (deg)", True),

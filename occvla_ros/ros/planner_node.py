@@ -72,7 +72,7 @@ ODOMETRY_GRACE_S = 0.05  # how long a set waits for its odometry message (s)
 # Sensor data QoS, two deep instead of five. The synchroniser keeps its own queue and only the
 # newest set is planned, so older images waiting in DDS are decoded for nothing. And every slot
 # of depth becomes a frame-sized buffer Fast DDS keeps once a stall has filled it: five deep,
-# the node's memory grew in steps for minutes (docs/ros.md, What holds it).
+# the node's memory grew in steps for minutes (docs/ros-performance.md, What holds it).
 CAMERA_QOS = QoSProfile(
     history=qos_profile_sensor_data.history,
     depth=2,
@@ -134,7 +134,7 @@ class PlannerNode(Node):
         ):
             self.get_logger().warning(
                 "fixed_malloc_thresholds: this C library takes no glibc mallopt thresholds; "
-                "allocator defaults kept (image buffers may page-fault, docs/ros.md)"
+                "allocator defaults kept (image buffers may page-fault, docs/ros-performance.md)"
             )
         self.sync = ApproximateTimeSynchronizer(
             CAMERA_NAMES,
@@ -360,7 +360,8 @@ class PlannerNode(Node):
 
         main() calls this on the process's main thread and spins the executor on another:
         PyTorch's CPU kernels launched from a secondary thread measured 1.4x slower for the tiny
-        model here (OpenMP intra-op parallelism; see docs/ros.md), so the callbacks move instead.
+        model here (OpenMP intra-op parallelism; docs/ros.md, Threads), so the callbacks move
+        instead.
         """
         while True:
             with self._pending_ready:

@@ -15,14 +15,16 @@ frame allocated on a DDS thread, decoded on a worker and freed on the main threa
 memory behind in several arenas, which each keep up to the trim threshold. The node caps them at
 one, so every thread allocates from the main arena. ``heap_usage`` tells the two kinds of heap
 growth apart: memory in use (Fast DDS's camera payloads reaching their high-water mark) and free
-memory kept, which a periodic ``malloc_trim`` did not hold down (docs/ros.md, What the creep is).
+memory kept, which a periodic ``malloc_trim`` did not hold down (docs/ros-performance.md, What
+the creep is).
 
 A fresh node's heap grew by 28-41 MiB in its first seconds of camera input (payloads, frames in
 flight and the holes between them) and by steps of 0.4-3 MiB later. The reserve of
 ``keep_frame_buffers_in_heap`` writes that working set once at start-up and frees it into the one
 arena, where the fixed trim threshold keeps it: the frames then reuse pages that are already
 resident. The anonymous memory then grew by 0.7 MiB in ten minutes at 12 Hz, all of it in the
-first (docs/ros.md, Heap reserve); the memory in use and the free memory show on /diagnostics.
+first (docs/ros-performance.md, Heap reserve); the memory in use and the free memory show on
+/diagnostics.
 """
 
 from __future__ import annotations

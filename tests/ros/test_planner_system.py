@@ -91,7 +91,8 @@ def test_end_to_end_path_meta_action_and_markers(system):
     assert int(values["cpu threads"]) >= 1
     assert float(values["heap in use (MiB)"]) > 50  # the tiny model alone holds more
     # The 48 MiB heap_reserve_mib written at start-up stays in the heap a few small frames later
-    # (without a reserve the node started with 5.0 and 9.2 MiB free: docs/ros.md, Memory at rest).
+    # (without a reserve the node started with 5.0 and 9.2 MiB free: docs/ros-performance.md,
+    # Memory at rest).
     assert float(values["heap free (MiB)"]) >= 40
 
 

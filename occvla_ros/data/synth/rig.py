@@ -33,37 +33,36 @@ LIDAR_ELEVATIONS_DEG = np.linspace(-30.67, 10.67, 32)
 _OPTICAL_TO_FORWARD = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
+class _MountedSensor:
+    """A sensor's pose on the car as nuScenes' calibrated_sensor records it."""
+
+    sensor_to_ego: np.ndarray  # [4, 4]
+
+    @property
+    def translation(self) -> list[float]:
+        return [float(v) for v in self.sensor_to_ego[:3, 3]]
+
+    @property
+    def rotation(self) -> list[float]:
+        """Quaternion w, x, y, z."""
+        return [float(v) for v in matrix_to_quat_wxyz(self.sensor_to_ego[:3, :3])]
+
+
 @dataclass(frozen=True)
-class Camera:
+class Camera(_MountedSensor):
     channel: str
     width: int
     height: int
     intrinsic: np.ndarray  # [3, 3]
     sensor_to_ego: np.ndarray  # [4, 4]
 
-    @property
-    def translation(self) -> list[float]:
-        return [float(v) for v in self.sensor_to_ego[:3, 3]]
-
-    @property
-    def rotation(self) -> list[float]:
-        return [float(v) for v in matrix_to_quat_wxyz(self.sensor_to_ego[:3, :3])]
-
 
 @dataclass(frozen=True)
-class Lidar:
+class Lidar(_MountedSensor):
     channel: str
     sensor_to_ego: np.ndarray  # [4, 4]
     elevations_rad: np.ndarray  # [32]
     azimuth_steps: int
-
-    @property
-    def translation(self) -> list[float]:
-        return [float(v) for v in self.sensor_to_ego[:3, 3]]
-
-    @property
-    def rotation(self) -> list[float]:
-        return [float(v) for v in matrix_to_quat_wxyz(self.sensor_to_ego[:3, :3])]
 
 
 @dataclass(frozen=True)
