@@ -164,14 +164,20 @@ def echo_round_trip(probe, rig, malloc_defaults: bool):
         for topic in TOPICS
     ]
     answers: list[Header] = []
-    probe.node.create_subscription(Header, REPLY_TOPIC, answers.append, 10)
+    answer_subscription = probe.node.create_subscription(Header, REPLY_TOPIC, answers.append, 10)
     try:
-        if not probe.wait_for_subscribers(publishers[-1], 1, 60.0):
+        if not (
+            probe.wait_for_subscribers(publishers[-1], 1, 60.0)
+            and probe.wait_for_publishers(answer_subscription, 1, 60.0)
+        ):
             sys.exit("the echo node did not connect")
         probe.spin_for(1.0)
 
         def time_one(index: int) -> float | None:
             second = 100_000 + index  # the echo matches a set's images by their whole seconds
+            # After the bare call, as between ros_echo_floor.py's sets: this process's PyTorch
+            # threads go idle before the images go out.
+            probe.spin_for(0.03)
             start = time.perf_counter()
             for name, publisher in zip(CAMERA_NAMES, publishers, strict=True):
                 publisher.publish(rig.camera_message(name, second * SECOND))
@@ -183,7 +189,10 @@ def echo_round_trip(probe, rig, malloc_defaults: bool):
         yield time_one
     finally:
         echo.terminate()
-        echo.wait(10)
+        try:
+            echo.wait(10)
+        except subprocess.TimeoutExpired:
+            echo.kill()
 
 
 def node_value(outputs, key: str) -> str:
