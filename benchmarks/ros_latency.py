@@ -251,10 +251,14 @@ def main() -> None:
     from tests.ros.rig import SECOND
 
     started = running_planner(args.checkpoint, malloc_defaults=args.malloc_defaults)
-    with started as (checkpoint, _, probe, rig, outputs), contextlib.ExitStack() as stack:
-        echo = None
-        if args.echo_floor:
-            echo = stack.enter_context(echo_round_trip(probe, rig, args.malloc_defaults))
+    with (
+        started as (checkpoint, _, probe, rig, outputs),
+        (
+            echo_round_trip(probe, rig, args.malloc_defaults)
+            if args.echo_floor
+            else contextlib.nullcontext()
+        ) as echo,
+    ):
         planner = Planner(checkpoint, device="cpu")
         if not args.malloc_defaults:
             keep_frame_buffers_in_heap(PLANNER_PARAMETERS["heap_reserve_mib"][0] << 20)
