@@ -160,6 +160,15 @@ class PaliGemmaBackbone(nn.Module):
         """The PaliGemmaForConditionalGeneration (inside the peft wrapper when LoRA is on)."""
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute every SigLIP and Gemma2 layer in the backward pass instead of storing it.
+
+        Applies in training mode only. Non-reentrant checkpointing: gradients reach the LoRA
+        adapters although the frozen layers' inputs do not require grad, and transformers wraps
+        each layer's ``forward``, so the feature-layer hook still fires once per forward.
+        """
+        self.paligemma.activation_checkpointing_enable({"use_reentrant": False})
+
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         """Token embeddings with the camera-tagged image features in the placeholders.
 

@@ -129,3 +129,32 @@ def test_bad_inputs_and_stage_raise_config_errors(tiny_model):
     nan_state[0, 0] = float("nan")
     with pytest.raises(ConfigError, match="finite"):
         tiny_model.predict(batch["pixel_values"], nan_state)
+
+
+def _saved_bytes_and_gradients(model, batch) -> tuple[int, dict[str, torch.Tensor]]:
+    """Bytes autograd keeps for the backward of one occupancy_language loss, and the gradients."""
+    saved = []
+
+    def keep(tensor):
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        loss, _ = model(batch, "occupancy_language")
+    loss.backward()
+    gradients = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    return sum(saved), gradients
+
+
+def test_gradient_checkpointing_keeps_gradients_and_stores_less(tiny_model):
+    batch = synthetic_batch(tiny_model.config, batch=1, seed=5)
+    plain = copy.deepcopy(tiny_model).train()
+    checkpointed = copy.deepcopy(tiny_model).train()
+    checkpointed.backbone.enable_gradient_checkpointing()
+    plain_bytes, plain_gradients = _saved_bytes_and_gradients(plain, batch)
+    checkpointed_bytes, gradients = _saved_bytes_and_gradients(checkpointed, batch)
+    assert checkpointed_bytes < plain_bytes
+    assert gradients.keys() == plain_gradients.keys()
+    assert any("lora_" in name for name in gradients)
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(gradient, plain_gradients[name], msg=name)
