@@ -8,7 +8,8 @@ OmniDrive/BEV-Planner) so that a collision counted here is counted there:
   up the image, so its rows run against y (``flip_rows``).
 - An agent box becomes a polygon whose corners are rounded (half to even, like ``np.round``) to
   pixel coordinates ``(coordinate + bound) / resolution`` (``(bound - y) / resolution`` on a
-  flipped row axis), then filled with OpenCV's ``fillPoly``.
+  flipped row axis), then filled with OpenCV's ``fillPoly``, each box on its own: the occupancy
+  of a step is the union of its boxes, overlaps included, as in the reference implementations.
 - The ego footprint is the set of integer cells ``i`` whose centres ``-bound + resolution * (i +
   0.5)`` lie inside (boundary included) the footprint rectangle placed at the origin; at waypoint
   ``p`` the cell on each axis is ``int(p / resolution + i)`` (``int(n - p / resolution - i)`` on a
@@ -166,10 +167,11 @@ def rasterize_boxes(grid: BevGrid, boxes: FutureBoxes, num_steps: int) -> np.nda
         return occupancy
     corners = box_corners(boxes.center, boxes.size, boxes.yaw)  # [N, 4, 2]
     polygons = np.round(grid.pixel_coordinates(corners)).astype(np.int32)  # [N, 4, 2] (col, row)
-    for step in range(num_steps):
-        at_step = polygons[boxes.step == step]
-        if len(at_step):
-            cv2.fillPoly(occupancy[step], list(at_step), 1)
+    # One fillPoly per box: given several polygons at once, fillPoly fills by the even-odd
+    # rule and leaves the overlap of two boxes (a truck and its trailer) empty.
+    for step, polygon in zip(boxes.step, polygons, strict=True):
+        if 0 <= step < num_steps:
+            cv2.fillPoly(occupancy[step], [polygon], 1)
     return occupancy
 
 

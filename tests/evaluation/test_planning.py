@@ -88,6 +88,23 @@ def test_agent_polygon_rounds_corners_and_fills():
     assert car[[0, 1, 3, 4, 5]].sum() == 0
 
 
+def test_overlapping_boxes_are_one_union_and_a_footprint_inside_the_overlap_collides():
+    conv = convention("stp3")
+    # A truck (y 5..15 m) and its trailer (y 9..19 m), 3 m wide, overlapping over y 9..15 m
+    # at step 2 (LiDAR frame, heading along +y).
+    truck = (2, 0.0, 10.0, 3.0, 10.0, math.pi / 2, "vehicle.truck")
+    trailer = (2, 0.0, 14.0, 3.0, 10.0, math.pi / 2, "vehicle.trailer")
+    occupancy = agent_occupancy(conv, boxes([truck, trailer]), T)
+    alone = agent_occupancy(conv, boxes([truck]), T) | agent_occupancy(conv, boxes([trailer]), T)
+    np.testing.assert_array_equal(occupancy, alone)
+    # The footprint at (0, 11.5) covers x -0.93..0.93 m, y 9.96..14.04 m: inside the overlap only.
+    prediction = np.tile([0.0, 11.5], (T, 1))
+    gt = np.tile([-20.0, 0.0], (T, 1))  # far away: the GT never collides
+    metric = PlanningMetric(conv)
+    metric.update(prediction[None], gt[None], np.ones((1, T), bool), [boxes([truck, trailer])])
+    assert metric.steps()[1][0].tolist() == [False, False, True, False, False, False]
+
+
 def test_stp3_footprint_clips_exactly_one_cell_at_its_rear_edge():
     conv = convention("stp3")
     occupancy = np.zeros((T, 200, 200), np.uint8)
