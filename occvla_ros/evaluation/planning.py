@@ -14,12 +14,15 @@ reproduce the public implementations (see ``docs/evaluation.md``):
   per-sample means over steps 1..2k, averaged over valid samples (all 6 future keyframes exist);
   axis-aligned footprint; obstacles: vehicles and pedestrians annotated at the current keyframe,
   drawn at their future poses; 200 x 200 grid of 0.5 m drawn with the y axis up the image.
-- ``uniad``: LiDAR frame; values AT step 2k; the per-step values are summed over the sample set
-  and divided by its size. Its two sample strategies (``sample_set``): ``"all"`` (UniAD's code:
-  every sample, a missing future step contributes 0 to the L2 sum and its frame is drawn fully
-  occupied so the GT collides there and the step never counts as a collision) and ``"valid"``
-  (the same per-step values over the ST-P3 valid samples only). Obstacles: every vehicle box of
-  each future frame (UniAD's configurations keep invisible boxes: ``filter_invisible=False``).
+- ``uniad`` and ``uniad_stp3``: UniAD's code, which has one per-step definition and two
+  ``planning_evaluation_strategy`` values: ``uniad`` reports the value AT step 2k, ``stp3`` (our
+  ``uniad_stp3``) the mean of steps 1..2k; both sum the per-step values over every sample and
+  divide by the sample count. LiDAR frame; a missing future step contributes 0 to the L2 sum and
+  its frame is drawn fully occupied, so the GT collides there and the step never counts as a
+  collision. Obstacles: every vehicle box of each future frame (UniAD's configurations keep
+  invisible boxes: ``filter_invisible=False``). Their sample set (``sample_set``) is ``"all"``, as
+  in UniAD's code; ``"valid"`` reduces the same per-step values over the ST-P3 valid samples
+  only (all 6 future keyframes exist), to compare with tables over that set.
 - ``omnidrive`` (OmniDrive, BEV-Planner): ego frame (x forward, y left); L2 as ST-P3; collision at
   k s = fraction of valid samples with ANY collision in steps 1..2k; 1000 x 1000 grid of 0.1 m;
   footprint centred 0.5 + 0.985793 m ahead and rotated to the step heading (0 under 1 m);
@@ -110,6 +113,20 @@ class PlanningConvention:
                 )
 
     @property
+    def per_step_identity(self) -> tuple:
+        """The fields the per-step values depend on; conventions sharing it differ only in how
+        those values are reduced over samples and steps, so they can share one computation."""
+        return (
+            self.frame,
+            self.grid,
+            self.footprint,
+            self.agent_categories,
+            self.agent_source,
+            self.min_visibility,
+            self.beyond_scene_occupied,
+        )
+
+    @property
     def description(self) -> str:
         return (
             f"{self.name}: {self.frame} frame; L2 {self.l2_reduction}; collision "
@@ -120,6 +137,21 @@ class PlanningConvention:
             f"{'/'.join(self.agent_categories)}"
         )
 
+
+# UniAD's planning_evaluation_strategy="uniad": the value at step 2k.
+_UNIAD = PlanningConvention(
+    name="uniad",
+    frame=LIDAR_FRAME,
+    grid=BevGrid(bound=50.0, resolution=0.5),
+    footprint=EgoFootprint(),
+    agent_categories=UNIAD_VEHICLE_CATEGORIES,
+    agent_source="all",
+    min_visibility=0,
+    beyond_scene_occupied=True,
+    sample_set="all",
+    l2_reduction=AT_STEP,
+    collision_reduction=AT_STEP,
+)
 
 PRESETS: dict[str, PlanningConvention] = {
     "stp3": PlanningConvention(
@@ -135,18 +167,10 @@ PRESETS: dict[str, PlanningConvention] = {
         l2_reduction=MEAN_UNTIL,
         collision_reduction=MEAN_UNTIL,
     ),
-    "uniad": PlanningConvention(
-        name="uniad",
-        frame=LIDAR_FRAME,
-        grid=BevGrid(bound=50.0, resolution=0.5),
-        footprint=EgoFootprint(),
-        agent_categories=UNIAD_VEHICLE_CATEGORIES,
-        agent_source="all",
-        min_visibility=0,
-        beyond_scene_occupied=True,
-        sample_set="all",
-        l2_reduction=AT_STEP,
-        collision_reduction=AT_STEP,
+    "uniad": _UNIAD,
+    # UniAD's planning_evaluation_strategy="stp3": the same per-step values, reduced as ST-P3.
+    "uniad_stp3": dataclasses.replace(
+        _UNIAD, name="uniad_stp3", l2_reduction=MEAN_UNTIL, collision_reduction=MEAN_UNTIL
     ),
     "omnidrive": PlanningConvention(
         name="omnidrive",
@@ -164,8 +188,12 @@ PRESETS: dict[str, PlanningConvention] = {
 }
 
 
+# The presets of UniAD's code (its two planning_evaluation_strategy values).
+UNIAD_PRESETS: tuple[str, ...] = ("uniad", "uniad_stp3")
+
+
 def convention(name: str, **overrides) -> PlanningConvention:
-    """A preset by name (``stp3``, ``uniad``, ``omnidrive``), optionally with fields replaced."""
+    """A preset by name (see ``PRESETS``), optionally with fields replaced."""
     if name not in PRESETS:
         raise ConfigError(f"unknown planning convention {name!r}; choose from {sorted(PRESETS)}")
     preset = PRESETS[name]
@@ -219,10 +247,19 @@ def step_metrics(
     """Per-step (L2, collision) of one sample, each [..., T], for predictions [..., T, 2].
 
     ``gt`` [T, 2] and ``gt_mask`` [T] are the ground truth; ``occupancy`` [T, size, size] the agent
-    occupancy; ``frame_exists`` [T] False past the scene end. L2 is 0 at missing GT steps.
-    Collision is False where the GT footprint collides, the GT step is missing, or (with
-    ``beyond_scene_occupied``) the frame is past the scene end.
+    occupancy in the convention's grid (nonzero = occupied); ``frame_exists`` [T] False past the
+    scene end. Masks may be bool or 0/1 numbers. L2 is 0 at missing GT steps. Collision is False
+    where the GT footprint collides, the GT step is missing, or (with ``beyond_scene_occupied``)
+    the frame is past the scene end.
     """
+    gt_mask = np.asarray(gt_mask).astype(bool)
+    frame_exists = np.asarray(frame_exists).astype(bool)
+    size = conv.grid.size
+    if occupancy.shape != (gt.shape[0], size, size):
+        raise ConfigError(
+            f"occupancy of shape {occupancy.shape} for {gt.shape[0]} steps; the {conv.name} "
+            f"grid needs [{gt.shape[0]}, {size}, {size}]"
+        )
     l2 = np.linalg.norm(predictions - gt, axis=-1) * gt_mask  # [..., T]
     gt_hits = footprint_hits(conv, gt, occupancy, offsets)  # [T]
     if conv.beyond_scene_occupied:
@@ -230,6 +267,23 @@ def step_metrics(
     countable = gt_mask & ~gt_hits
     collision = footprint_hits(conv, predictions, occupancy, offsets) & countable
     return l2, collision
+
+
+def _checked_batch(
+    predictions: np.ndarray, gt: np.ndarray, gt_mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 predictions/gt [B, T, 2] and bool gt_mask [B, T]; missing GT steps set to 0."""
+    predictions = np.asarray(predictions, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    gt_mask = np.asarray(gt_mask).astype(bool)
+    if predictions.shape != gt.shape or gt.shape[:2] != gt_mask.shape or gt.shape[-1] != 2:
+        raise ConfigError(
+            f"planning metric expects predictions and gt [B, T, 2] and gt_mask [B, T]; got "
+            f"{predictions.shape}, {gt.shape}, {gt_mask.shape}"
+        )
+    if not np.all(np.isfinite(predictions)):
+        raise ConfigError("planning metric got non-finite predicted waypoints")
+    return predictions, np.where(gt_mask[..., None], gt, 0.0), gt_mask  # missing GT may be NaN
 
 
 def reduce_per_horizon(values: np.ndarray, reduction: str) -> np.ndarray:
@@ -293,7 +347,8 @@ class PlanningMetric:
     """Accumulator of open-loop L2 and collision under one :class:`PlanningConvention`.
 
     ``update`` takes a batch of predictions and ground truths in the convention's frame with the
-    future boxes of each sample (in the same frame); ``compute`` reduces everything seen since
+    future boxes of each sample (in the same frame), ``update_occupancy`` the same with
+    precomputed agent occupancy grids instead of boxes; ``compute`` reduces everything seen since
     ``reset``. Definition (see the module docstring for the conventions): per step
     ``L2[t] = ||pred[t] - gt[t]||`` and ``collision[t] = hit(pred[t]) and not hit(gt[t])``; the
     sample set is the convention's (``valid`` = all T future steps exist); the L2 at horizon h is
@@ -332,9 +387,9 @@ class PlanningMetric:
             self.convention,
             predictions,
             gt,
-            gt_mask.astype(bool),
+            gt_mask,
             occupancy,
-            frame_exists=boxes.frame_exists.astype(bool),
+            frame_exists=boxes.frame_exists,
             offsets=self._offsets,
         )
 
@@ -347,23 +402,52 @@ class PlanningMetric:
         tokens: Sequence[str] | None = None,
     ) -> None:
         """Add a batch: predictions/gt [B, T, 2], gt_mask [B, T], one FutureBoxes per sample."""
-        predictions = np.asarray(predictions, dtype=np.float64)
-        gt = np.asarray(gt, dtype=np.float64)
-        gt_mask = np.asarray(gt_mask, dtype=bool)
-        if predictions.shape != gt.shape or gt.shape[:2] != gt_mask.shape or gt.shape[-1] != 2:
-            raise ConfigError(
-                f"planning metric expects predictions and gt [B, T, 2] and gt_mask [B, T]; got "
-                f"{predictions.shape}, {gt.shape}, {gt_mask.shape}"
-            )
+        predictions, gt, gt_mask = _checked_batch(predictions, gt, gt_mask)
         if len(boxes) != len(gt):
             raise ConfigError(f"{len(boxes)} box sets for a batch of {len(gt)} samples")
-        if not np.all(np.isfinite(predictions)):
-            raise ConfigError("planning metric got non-finite predicted waypoints")
-        gt = np.where(gt_mask[..., None], gt, 0.0)  # missing GT steps may hold NaN
         results = [
             self.sample_steps(p, g, m, b)
             for p, g, m, b in zip(predictions, gt, gt_mask, boxes, strict=True)
         ]
+        self._add_results(results, gt_mask, tokens)
+
+    def update_occupancy(
+        self,
+        predictions: np.ndarray,
+        gt: np.ndarray,
+        gt_mask: np.ndarray,
+        occupancy: np.ndarray,
+        *,
+        frame_exists: np.ndarray | None = None,
+        tokens: Sequence[str] | None = None,
+    ) -> None:
+        """Add a batch scored against precomputed agent occupancy (as UniAD and VAD ship it).
+
+        ``occupancy`` [B, T, size, size] is in the convention's grid and orientation, nonzero =
+        occupied; ``frame_exists`` [B, T] (default all True) marks steps before the scene end,
+        for conventions that draw later frames fully occupied. Masks may be bool or 0/1.
+        """
+        predictions, gt, gt_mask = _checked_batch(predictions, gt, gt_mask)
+        occupancy = np.asarray(occupancy)
+        if occupancy.shape[:2] != gt_mask.shape:
+            raise ConfigError(
+                f"occupancy of shape {occupancy.shape} for a batch with gt_mask {gt_mask.shape}"
+            )
+        exists = np.ones_like(gt_mask) if frame_exists is None else np.asarray(frame_exists)
+        if exists.shape != gt_mask.shape:
+            raise ConfigError(f"frame_exists {exists.shape} does not match gt_mask {gt_mask.shape}")
+        results = [
+            step_metrics(self.convention, p, g, m, o, frame_exists=e, offsets=self._offsets)
+            for p, g, m, o, e in zip(predictions, gt, gt_mask, occupancy, exists, strict=True)
+        ]
+        self._add_results(results, gt_mask, tokens)
+
+    def _add_results(
+        self,
+        results: list[tuple[np.ndarray, np.ndarray]],
+        gt_mask: np.ndarray,
+        tokens: Sequence[str] | None,
+    ) -> None:
         self.add_steps(
             np.stack([r[0] for r in results]),
             np.stack([r[1] for r in results]),

@@ -191,6 +191,94 @@ def test_uniad_per_step_values_under_both_sample_strategies():
     assert valid.table["l2"] == pytest.approx({"1s": 0.2, "2s": 0.4, "3s": 0.6, "avg": 0.4})
 
 
+def test_uniad_reports_both_of_its_evaluation_strategies_over_all_samples():
+    gt = straight(2.0, axis=1)
+    prediction = gt + np.outer(np.arange(1, T + 1) * 0.1, [1.0, 0.0])  # L2[t] = 0.1 t
+    truncated = np.array([True] * 4 + [False] * 2)
+    ends = boxes([], frame_exists=truncated.tolist())
+    at_step, mean_until = PlanningMetric("uniad"), PlanningMetric("uniad_stp3")
+    for metric in (at_step, mean_until):
+        metric.update(
+            np.stack([prediction, prediction]),
+            np.stack([gt, gt]),
+            np.stack([np.ones(T, bool), truncated]),
+            [boxes([]), ends],
+        )
+    per_step = [0.1, 0.2, 0.3, 0.4, 0.25, 0.3]  # step means over both samples (0 when missing)
+    uniad, stp3 = at_step.compute(), mean_until.compute()
+    assert uniad.table["l2"] == pytest.approx(
+        {"1s": 0.2, "2s": 0.4, "3s": 0.3, "avg": 0.3}
+    )  # planning_evaluation_strategy="uniad": the value at step 2k
+    assert stp3.table["l2"] == pytest.approx(
+        {
+            "1s": np.mean(per_step[:2]),
+            "2s": np.mean(per_step[:4]),
+            "3s": np.mean(per_step),
+            "avg": np.mean([np.mean(per_step[:2]), np.mean(per_step[:4]), np.mean(per_step)]),
+        }
+    )  # planning_evaluation_strategy="stp3": the mean of steps 1..2k
+    assert uniad.sample_count == stp3.sample_count == 2
+    assert uniad.sample_set == stp3.sample_set == "all"
+    # Same obstacles, frame and grid: only the reduction differs.
+    assert convention("uniad").per_step_identity == convention("uniad_stp3").per_step_identity
+    assert convention("uniad").per_step_identity != convention("stp3").per_step_identity
+
+
+def test_step_metrics_accepts_0_1_masks_like_update():
+    conv = convention("uniad")  # draws frames past the scene end fully occupied
+    gt = straight(2.0, axis=1)
+    prediction = gt + np.array([4.0, 0.0])  # 4 m to the right, on a car; the GT is clear of it
+    car = [(t, 4.0, gt[t, 1], 2.0, 4.0, math.pi / 2, "vehicle.car") for t in range(T)]
+    occupancy = agent_occupancy(conv, boxes(car), T)
+    gt_mask = np.array([True] * 5 + [False])
+    exists = np.array([True] * 5 + [False])
+    as_bool = step_metrics(conv, prediction, gt, gt_mask, occupancy, frame_exists=exists)
+    assert as_bool[1].tolist() == [True] * 5 + [False]
+    for kind in (np.float32, np.int64, np.uint8):
+        l2, collision = step_metrics(
+            conv, prediction, gt, gt_mask.astype(kind), occupancy, frame_exists=exists.astype(kind)
+        )
+        assert collision.dtype == bool
+        np.testing.assert_array_equal(collision, as_bool[1])
+        np.testing.assert_allclose(l2, as_bool[0])
+    with pytest.raises(ConfigError, match=r"grid needs \[6, 200, 200\]"):
+        step_metrics(conv, prediction, gt, gt_mask, occupancy[:, :100], frame_exists=exists)
+
+
+@pytest.mark.parametrize("name", ["stp3", "uniad", "omnidrive"])
+def test_precomputed_occupancy_grids_score_as_their_boxes(name):
+    conv = convention(name)
+    rng = np.random.default_rng(2)
+    gt = np.cumsum(rng.normal([0.0, 2.0], 0.3, size=(3, T, 2)), axis=1)
+    predictions = gt + rng.normal(0.0, 1.5, size=gt.shape)
+    mask = np.ones((3, T), bool)
+    mask[2, 3:] = False
+    sets = [
+        boxes(
+            [
+                (t, float(p[0] + dx), float(p[1] + dy), 2.0, 4.5, 0.3, "vehicle.car")
+                for t, p in enumerate(prediction)
+                for dx, dy in [rng.normal(0.0, 2.0, 2)]
+            ],
+            frame_exists=m.tolist(),
+        )
+        for prediction, m in zip(predictions, mask, strict=True)
+    ]
+    from_boxes = PlanningMetric(conv)
+    from_boxes.update(predictions, gt, mask, sets)
+    grids = np.stack([agent_occupancy(conv, b, T) for b in sets]).astype(np.float32)  # 0/1
+    from_grids = PlanningMetric(conv)
+    from_grids.update_occupancy(
+        predictions, gt, mask.astype(np.uint8), grids, frame_exists=mask.astype(np.uint8)
+    )
+    for a, b in zip(from_boxes.steps(), from_grids.steps(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert from_boxes.steps()[1].any()  # the case is not trivially collision-free
+    assert from_grids.compute().table == from_boxes.compute().table
+    with pytest.raises(ConfigError, match="occupancy of shape"):
+        from_grids.update_occupancy(predictions, gt, mask, grids[:2])
+
+
 def test_uniad_draws_every_visible_vehicle_box_of_each_future_frame():
     uniad, stp3 = convention("uniad"), convention("stp3")
     future_only = boxes([(1, 0.0, 4.0, 2.0, 4.0, 0.0, "vehicle.car")], tracked=False)
