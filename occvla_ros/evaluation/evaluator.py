@@ -16,7 +16,7 @@ from occvla_ros.errors import ConfigError
 from occvla_ros.evaluation.figures import BevSample
 from occvla_ros.evaluation.meta_action import MetaActionMetric
 from occvla_ros.evaluation.occupancy import OccupancyMetric
-from occvla_ros.evaluation.planning import PRESETS, PlanningMetric, convention
+from occvla_ros.evaluation.planning import PRESETS, UNIAD_PRESETS, PlanningMetric, convention
 from occvla_ros.evaluation.rasterize import EGO_FRAME
 from occvla_ros.evaluation.samples import SampleContext, ego_to_lidar
 from occvla_ros.meta_action import MetaActionVocabulary
@@ -51,9 +51,12 @@ class Evaluator:
     ) -> None:
         if not methods:
             raise ConfigError("evaluator needs at least one method")
-        overrides = {"uniad": {"sample_set": uniad_sample_set}} if uniad_sample_set else {}
+        uniad_overrides = {"sample_set": uniad_sample_set} if uniad_sample_set else {}
         self.methods = tuple(methods)
-        self.conventions = [convention(name, **overrides.get(name, {})) for name in conventions]
+        self.conventions = [
+            convention(name, **(uniad_overrides if name in UNIAD_PRESETS else {}))
+            for name in conventions
+        ]
         self.planning = {
             method: {c.name: PlanningMetric(c) for c in self.conventions} for method in self.methods
         }
@@ -85,15 +88,20 @@ class Evaluator:
         broken = [m for m, w in zip(self.methods, stacked, strict=True) if not np.isfinite(w).all()]
         if broken:
             raise ConfigError(f"non-finite waypoints from {broken} for sample {context.token}")
+        per_step: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         for conv in self.conventions:
-            if conv.frame == EGO_FRAME:
-                frame_predictions, frame_gt, boxes = stacked, gt, context.boxes_ego
-            else:
-                frame_predictions = ego_to_lidar(stacked, context.lidar_from_ego)
-                frame_gt = ego_to_lidar(gt, context.lidar_from_ego)
-                boxes = context.boxes_lidar
-            first_method = self.planning[self.methods[0]][conv.name]
-            l2, collision = first_method.sample_steps(frame_predictions, frame_gt, gt_mask, boxes)
+            if conv.per_step_identity not in per_step:  # UniAD's two strategies share them
+                if conv.frame == EGO_FRAME:
+                    frame_predictions, frame_gt, boxes = stacked, gt, context.boxes_ego
+                else:
+                    frame_predictions = ego_to_lidar(stacked, context.lidar_from_ego)
+                    frame_gt = ego_to_lidar(gt, context.lidar_from_ego)
+                    boxes = context.boxes_lidar
+                first_method = self.planning[self.methods[0]][conv.name]
+                per_step[conv.per_step_identity] = first_method.sample_steps(
+                    frame_predictions, frame_gt, gt_mask, boxes
+                )
+            l2, collision = per_step[conv.per_step_identity]
             for index, method in enumerate(self.methods):
                 self.planning[method][conv.name].add_steps(
                     l2[index : index + 1],

@@ -52,7 +52,7 @@ def evaluated(tmp_path_factory):
 def test_evaluator_scores_every_planner_on_the_same_samples(evaluated):
     results = evaluated.results()
     assert results["sample_count"] == tiny_nuscenes.NUM_SAMPLES
-    for name in ("stp3", "uniad", "omnidrive"):
+    for name in ("stp3", "uniad", "uniad_stp3", "omnidrive"):
         table = results["planning"]["constant_velocity"][name]["table"]
         assert table["l2"]["avg"] == pytest.approx(0.0, abs=1e-9)  # constant speed is exact here
         assert table["collision"]["avg"] == 0.0
@@ -63,9 +63,21 @@ def test_evaluator_scores_every_planner_on_the_same_samples(evaluated):
     assert stop["uniad"]["sample_count"] == tiny_nuscenes.NUM_SAMPLES
     # UniAD at 3 s: 15 m for the 2 samples that reach step 6, 0 for the 6 others.
     assert stop["uniad"]["table"]["l2"]["3s"] == pytest.approx(2 * 15.0 / 8)
+    # UniAD's stp3 strategy at 3 s: the mean of those step values over steps 1..6 (all samples).
+    reaching = [7, 6, 5, 4, 3, 2]  # samples with a GT at step t = 1..6
+    step_means = [2.5 * t * n / 8 for t, n in enumerate(reaching, start=1)]
+    assert stop["uniad_stp3"]["table"]["l2"]["3s"] == pytest.approx(np.mean(step_means))
+    assert stop["uniad_stp3"]["sample_count"] == tiny_nuscenes.NUM_SAMPLES
     assert results["worst_l2"][0]["l2_mean"] >= results["worst_l2"][-1]["l2_mean"]
     assert results["occupancy"]["per_class_iou"]["car"] == pytest.approx(0.9, abs=0.02)
     assert results["meta_action"]["joint_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_uniad_sample_set_applies_to_both_uniad_strategies():
+    evaluator = Evaluator(["stop"], uniad_sample_set="valid")
+    sets = {c.name.partition("[")[0]: c.sample_set for c in evaluator.conventions}
+    assert sets == {"stp3": "valid", "uniad": "valid", "uniad_stp3": "valid", "omnidrive": "valid"}
+    assert {c.sample_set for c in Evaluator(["stop"]).conventions} == {"valid", "all"}
 
 
 def test_report_files_and_figures(evaluated, tmp_path):
@@ -94,6 +106,7 @@ def test_report_files_and_figures(evaluated, tmp_path):
     for expected in (
         "### stp3 convention",
         "### uniad convention",
+        "### uniad_stp3 convention",
         "### omnidrive convention",
         "Samples: 2 (valid set)",
         "driving command no",
