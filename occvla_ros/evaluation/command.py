@@ -2,7 +2,9 @@
 
 The model is scored beside two ego-status-only baselines (constant velocity, and the ego MLP when
 ``--baseline-checkpoint`` is given) under the three planning conventions; meta-action accuracy
-always, Occ3D occupancy with ``--with-occupancy``.
+always, Occ3D occupancy with ``--with-occupancy``. ``--ablate-cameras`` also scores the same model
+with all six camera images blanked (the vision ablation). Datasets with situation labels (the
+synthetic world's ``situation.json``) get the ST-P3 table per situation.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from occvla_ros.errors import CheckpointError, ConfigError, DataError
 from occvla_ros.evaluation import report
 from occvla_ros.evaluation.baselines import EgoStatusBaseline, constant_velocity
-from occvla_ros.evaluation.evaluator import MODEL, Evaluator
+from occvla_ros.evaluation.evaluator import MODEL, MODEL_NO_CAMERAS, UNLABELLED, Evaluator
 from occvla_ros.evaluation.planning import SAMPLE_SETS
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-samples", type=int, help="evaluate only the first N keyframes")
     parser.add_argument(
         "--with-occupancy", action="store_true", help="also decode and score Occ3D occupancy"
+    )
+    parser.add_argument(
+        "--ablate-cameras",
+        action="store_true",
+        help="also score the model with all six camera images blanked (zero pixel values, "
+        "mid-grey after normalisation): how much the plan depends on vision",
     )
     parser.add_argument(
         "--with-qa",
@@ -134,6 +142,7 @@ def _answer_questions(args: argparse.Namespace, model, uses_command: bool) -> di
 def evaluate(args: argparse.Namespace) -> dict:
     """Run the evaluation described by parsed ``args``; returns the result dictionary."""
     _check_arguments(args)
+    import torch
     from tqdm import tqdm
 
     from occvla_ros.evaluation.samples import NuScenesContext
@@ -141,6 +150,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         evaluation_loader,
         fill_past,
         load_model,
+        load_situations,
         model_uses_command,
     )
 
@@ -151,7 +161,13 @@ def evaluate(args: argparse.Namespace) -> dict:
     uses_command = model_uses_command(model)
     loader = evaluation_loader(args, model)
     context = NuScenesContext(args.dataroot, args.version)
-    methods = [MODEL, *(["ego_mlp"] if baseline else []), "constant_velocity"]
+    situations = load_situations(args.dataroot, args.version)
+    methods = [
+        MODEL,
+        *([MODEL_NO_CAMERAS] if args.ablate_cameras else []),
+        *(["ego_mlp"] if baseline else []),
+        "constant_velocity",
+    ]
     evaluator = Evaluator(
         methods,
         vocabulary=model.config.meta_actions,
@@ -169,12 +185,14 @@ def evaluate(args: argparse.Namespace) -> dict:
                 break
             if batch is None:  # every sample of the batch was unreadable (logged, counted)
                 continue
-            prediction = model.predict(
-                batch["pixel_values"].to(args.device),
-                batch["ego_state"].to(args.device),
-                commands=list(batch["command"]) if uses_command else None,
-                with_occupancy=args.with_occupancy,
-            )
+            inputs = {
+                "ego_state": batch["ego_state"].to(args.device),
+                "commands": list(batch["command"]) if uses_command else None,
+                "past_trajectory": batch["past_trajectory"].to(args.device),
+                "past_mask": batch["past_mask"].to(args.device),
+            }
+            pixel_values = batch["pixel_values"].to(args.device)
+            prediction = model.predict(pixel_values, with_occupancy=args.with_occupancy, **inputs)
             waypoints = prediction.waypoints.float().cpu().numpy()  # [B, 6, 2]
             ego_state = batch["ego_state"].numpy()
             count = min(len(waypoints), remaining)
@@ -183,6 +201,9 @@ def evaluate(args: argparse.Namespace) -> dict:
                 MODEL: waypoints,
                 "constant_velocity": constant_velocity(ego_state),
             }
+            if args.ablate_cameras:
+                blind = model.predict(torch.zeros_like(pixel_values), **inputs)
+                methods_waypoints[MODEL_NO_CAMERAS] = blind.waypoints.float().cpu().numpy()
             if baseline is not None:
                 past = fill_past(batch["past_trajectory"].numpy(), batch["past_mask"].numpy())
                 methods_waypoints["ego_mlp"] = baseline.predict(ego_state, past)
@@ -202,12 +223,19 @@ def evaluate(args: argparse.Namespace) -> dict:
                     batch["trajectory_mask"][index].numpy(),
                     {m: w[index] for m, w in methods_waypoints.items()},
                     **occupancy,
+                    situation=situations.get(sample_context.token, UNLABELLED),
                 )
             labels = batch["meta_action"][:count].numpy()
             labelled = labels >= 0  # -1: no future keyframe, no meta-action label
             evaluator.add_meta_actions(
                 prediction.meta_action_indices[:count].cpu().numpy()[labelled], labels[labelled]
             )
+            if args.ablate_cameras:
+                evaluator.add_meta_actions(
+                    blind.meta_action_indices[:count].cpu().numpy()[labelled],
+                    labels[labelled],
+                    method=MODEL_NO_CAMERAS,
+                )
             progress.update(count)
     if evaluator.count == 0:
         raise DataError(f"split {args.split!r} of {args.dataroot} has no samples to evaluate")
@@ -224,6 +252,8 @@ def evaluate(args: argparse.Namespace) -> dict:
         **evaluator.results(),
         "qa": qa,
     }
+    if args.ablate_cameras:
+        results["camera_ablation"] = camera_ablation(results)
     args.out.mkdir(parents=True, exist_ok=True)
     figures = _figures(evaluator, args.out)
     results["figures"] = figures
@@ -232,12 +262,34 @@ def evaluate(args: argparse.Namespace) -> dict:
     return results
 
 
+def camera_ablation(results: dict) -> dict:
+    """ST-P3 avg L2 with and without the cameras, its relative increase, meta-action accuracy."""
+    seeing = results["planning"][MODEL]["stp3"]["table"]["l2"]["avg"]
+    blind = results["planning"][MODEL_NO_CAMERAS]["stp3"]["table"]["l2"]["avg"]
+    blind_meta = results["method_meta_actions"].get(MODEL_NO_CAMERAS)
+    return {
+        "blanking": "all six cameras, zero pixel values (mid-grey after normalisation)",
+        "stp3_l2_avg": seeing,
+        "stp3_l2_avg_no_cameras": blind,
+        "l2_increase": None if not seeing or blind is None else blind / seeing - 1.0,
+        "meta_action_joint_accuracy_no_cameras": blind_meta["joint_accuracy"]
+        if blind_meta
+        else None,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     results = evaluate(args)
     stp3 = results["planning"][MODEL]["stp3"]["table"]
-    print(
+    line = (
         f"{results['sample_count']} samples; ST-P3 avg L2 {report.format_value(stp3['l2']['avg'])} "
-        f"m, avg collision {report.format_value(stp3['collision']['avg'], 100.0)} %; "
-        f"report: {args.out / report.REPORT_FILE}"
+        f"m, avg collision {report.format_value(stp3['collision']['avg'], 100.0)} %"
     )
+    ablation = results.get("camera_ablation")
+    if ablation and ablation["l2_increase"] is not None:
+        line += (
+            f"; cameras blanked: avg L2 {report.format_value(ablation['stp3_l2_avg_no_cameras'])}"
+            f" m ({ablation['l2_increase'] * 100.0:+.1f} %)"
+        )
+    print(f"{line}; report: {args.out / report.REPORT_FILE}")
     return 0

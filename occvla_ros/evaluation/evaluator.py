@@ -1,7 +1,10 @@
 """Scores several planners (the model and the ego-only baselines) on the same samples at once.
 
 Each sample's agent occupancy is rasterised once per convention and every planner's waypoints are
-scored against it, so the model and its baselines always share samples, GT and obstacles.
+scored against it, so the model and its baselines always share samples, GT and obstacles. Samples
+may carry a situation label (cruise, stop, lead braking, ...): the ST-P3 table is then also
+reported per situation. A method may have its own meta-action accuracy (e.g. the model with its
+cameras blanked).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from occvla_ros.evaluation.samples import SampleContext, ego_to_lidar
 from occvla_ros.meta_action import MetaActionVocabulary
 
 MODEL = "model"
+MODEL_NO_CAMERAS = "model_no_cameras"  # the model with all six camera images blanked
+UNLABELLED = "unlabelled"
+SITUATION_CONVENTION = "stp3"
 
 
 @dataclass
@@ -61,6 +67,8 @@ class Evaluator:
             method: {c.name: PlanningMetric(c) for c in self.conventions} for method in self.methods
         }
         self.meta_action = MetaActionMetric(vocabulary)
+        self.method_meta_actions: dict[str, MetaActionMetric] = {}  # other methods' accuracy
+        self.situations: list[str] = []  # per sample, in the order added
         self.occupancy = OccupancyMetric() if with_occupancy else None
         self.figure_samples = figure_samples
         self.first: list[BevSample] = []
@@ -77,6 +85,7 @@ class Evaluator:
         occupancy_gt: np.ndarray | None = None,
         occupancy_mask: np.ndarray | None = None,
         occupancy_prediction: np.ndarray | None = None,
+        situation: str = UNLABELLED,
     ) -> None:
         """Score one sample; gt [6, 2], predictions {method: [6, 2]} in the ego frame."""
         missing = set(self.methods) - set(predictions)
@@ -112,10 +121,40 @@ class Evaluator:
         if self.occupancy is not None and occupancy_prediction is not None:
             self.occupancy.update(occupancy_prediction, occupancy_gt, occupancy_mask)
         self._keep_for_figures(context, gt, gt_mask, predictions, occupancy_gt)
+        self.situations.append(situation)
         self.count += 1
 
-    def add_meta_actions(self, predicted: np.ndarray, gt: np.ndarray) -> None:
-        self.meta_action.update(predicted, gt)
+    def add_meta_actions(self, predicted: np.ndarray, gt: np.ndarray, method: str = MODEL) -> None:
+        """Meta-action indices [B] of ``method`` (the model's own by default) and the labels."""
+        if method == MODEL:
+            self.meta_action.update(predicted, gt)
+            return
+        if method not in self.method_meta_actions:
+            self.method_meta_actions[method] = MetaActionMetric(self.meta_action.vocabulary)
+        self.method_meta_actions[method].update(predicted, gt)
+
+    def situation_results(self) -> dict[str, dict]:
+        """Per situation: sample count and each method's ST-P3 L2 / collision table.
+
+        Empty when no sample carries a situation label.
+        """
+        if all(s == UNLABELLED for s in self.situations) or SITUATION_CONVENTION not in {
+            c.name for c in self.conventions
+        }:
+            return {}
+        labels = np.array(self.situations)
+        results: dict[str, dict] = {}
+        for situation in sorted(set(self.situations)):
+            rows = labels == situation
+            per_method = {}
+            for method in self.methods:
+                metric = self.planning[method][SITUATION_CONVENTION]
+                l2, collision, valid = metric.steps()
+                subset = PlanningMetric(metric.convention)
+                subset.add_steps(l2[rows], collision[rows], valid[rows])
+                per_method[method] = subset.compute().to_dict()["table"]
+            results[situation] = {"samples": int(rows.sum()), "planning": per_method}
+        return results
 
     def _keep_for_figures(self, context, gt, gt_mask, predictions, occupancy_gt) -> None:
         reference = MODEL if MODEL in predictions else self.methods[0]
@@ -150,6 +189,10 @@ class Evaluator:
             },
             "worst_l2": [{"token": s.token, "l2_mean": s.l2} for s in self.worst_samples()],
             "meta_action": self.meta_action.compute() if self.meta_action.confusion.sum() else None,
+            "method_meta_actions": {
+                method: metric.compute() for method, metric in self.method_meta_actions.items()
+            },
+            "situations": self.situation_results(),
             "occupancy": self.occupancy.compute().to_dict()
             if self.occupancy is not None and self.occupancy.confusion.sum()
             else None,

@@ -49,6 +49,7 @@ PUBLISHED: dict[str, list[tuple[str, str, tuple, tuple | None]]] = {
 
 METHOD_LABELS = {
     "model": "OccVLA (this checkpoint)",
+    "model_no_cameras": "OccVLA, all six cameras blanked",
     "ego_mlp": "Ego-status MLP (ego state + past trajectory)",
     "constant_velocity": "Constant velocity (ego speed)",
 }
@@ -121,6 +122,42 @@ def _per_step_section(results: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _camera_ablation_section(ablation: dict | None) -> list[str]:
+    if not ablation:
+        return []
+    increase = ablation["l2_increase"]
+    return [
+        "## Vision ablation",
+        "",
+        f"The same checkpoint with {ablation['blanking']}: ST-P3 avg L2 "
+        f"{format_value(ablation['stp3_l2_avg'])} m with the cameras, "
+        f"{format_value(ablation['stp3_l2_avg_no_cameras'])} m without "
+        f"({'n/a' if increase is None else f'{increase * 100.0:+.1f} %'}); meta-action joint "
+        f"accuracy without the cameras "
+        f"{format_value(ablation['meta_action_joint_accuracy_no_cameras'], 100.0, 1)} %.",
+        "",
+    ]
+
+
+def _situation_section(situations: dict) -> list[str]:
+    if not situations:
+        return []
+    methods = list(next(iter(situations.values()))["planning"])
+    lines = [
+        "## Per situation (ST-P3 avg L2 m / avg collision %)",
+        "",
+        "| situation | samples | " + " | ".join(METHOD_LABELS.get(m, m) for m in methods) + " |",
+        "|---" * (2 + len(methods)) + "|",
+    ]
+    for situation, entry in situations.items():
+        cells = [
+            f"{format_value(t['l2']['avg'])} / {format_value(t['collision']['avg'], 100.0)}"
+            for t in entry["planning"].values()
+        ]
+        lines.append(f"| {situation} | {entry['samples']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def render_markdown(results: dict, figures: dict[str, str]) -> str:
     inputs = results["inputs"]
     lines = [
@@ -157,6 +194,8 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
             f"direction {format_value(meta['direction_accuracy'], 100.0, 1)} %.",
             "",
         ]
+    lines += _camera_ablation_section(results.get("camera_ablation"))
+    lines += _situation_section(results.get("situations") or {})
     qa = results.get("qa")
     if qa:
         lines += [

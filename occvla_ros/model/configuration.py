@@ -127,8 +127,9 @@ class LoRASettings:
 class PromptConfig:
     """What the text prompt tells the VLM."""
 
-    # The driving command is derived from the ground-truth future (the +-2 m rule), so feeding it
-    # leaks the answer; off unless a config explicitly asks for the command-conditioned setting.
+    # Tell the VLM the high-level route command. In nuScenes the command is derived from the
+    # ground-truth future (the +-2 m rule of ST-P3/UniAD/VAD), so it leaks part of the answer; in
+    # the synthetic world it comes from the route. Off unless a config asks for it.
     use_command: bool = False
     question: str = "What should the ego vehicle do next?"
     # Prompt + answer tokens (image tokens not counted): OmniDrive description answers run to a
@@ -141,25 +142,67 @@ class PromptConfig:
             raise ConfigError("PromptConfig.question must not be empty")
 
 
+POOLINGS: tuple[str, ...] = ("attention", "camera_mean")
+TRAINING_ACTIONS: tuple[str, ...] = ("predicted", "ground_truth")
+# The high-level route command of nuScenes planners (ST-P3, UniAD, VAD), the prompt's words.
+DRIVING_COMMANDS: tuple[str, ...] = ("turn right", "turn left", "go straight")
+
+
 @dataclass
 class PlanningHeadConfig:
-    """MLP: [meta-action embedding, ego state, pooled visual tokens] -> 6 x (x, y) waypoints."""
+    """MLP: [meta-action, ego state, past trajectory, command, pooled visual] -> 6 x (x, y)."""
 
     action_embed_dim: int = 64
-    visual_dim: int = 256  # each camera's pooled visual token is projected to this width
+    # "attention": num_queries learned queries cross-attend to every visual token (each tagged
+    # with a learned camera x patch embedding) -> num_queries x visual_dim; "camera_mean": one
+    # mean token per camera -> 6 x visual_dim.
+    pooling: str = "attention"
+    visual_dim: int = 256
+    num_queries: int = 16
+    attention_heads: int = 8
+    num_past: int = 4  # previous keyframes (0.5 s apart) in the input, as the ego MLP's
+    # Read the route command (an embedding of one of `commands`); the model then needs one.
+    use_command: bool = False
+    commands: tuple[str, ...] = DRIVING_COMMANDS
+    command_embed_dim: int = 16
     hidden_dim: int = 512
     num_layers: int = 3
+    dropout: float = 0.1
     num_waypoints: int = NUM_WAYPOINTS
+    # Which meta-action stage 3 feeds the head: "predicted" (the frozen VLM's scored argmax, what
+    # the head gets at test time) or "ground_truth" (teacher forcing).
+    training_action: str = "predicted"
 
     def __post_init__(self) -> None:
+        self.commands = tuple(self.commands)
         _require_positive_ints(
             "PlanningHeadConfig",
             action_embed_dim=self.action_embed_dim,
             visual_dim=self.visual_dim,
+            num_queries=self.num_queries,
+            attention_heads=self.attention_heads,
+            command_embed_dim=self.command_embed_dim,
             hidden_dim=self.hidden_dim,
             num_layers=self.num_layers,
             num_waypoints=self.num_waypoints,
         )
+        for name, value, allowed in (
+            ("pooling", self.pooling, POOLINGS),
+            ("training_action", self.training_action, TRAINING_ACTIONS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"PlanningHeadConfig.{name}={value!r}; use one of {allowed}")
+        if not isinstance(self.num_past, int) or self.num_past < 0:
+            raise ConfigError(f"PlanningHeadConfig.num_past must be >= 0, got {self.num_past!r}")
+        if self.visual_dim % self.attention_heads:
+            raise ConfigError(
+                f"PlanningHeadConfig.visual_dim={self.visual_dim} must be divisible by "
+                f"attention_heads={self.attention_heads}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"PlanningHeadConfig.dropout must be in [0, 1), got {self.dropout}")
+        if not self.commands or len(set(self.commands)) != len(self.commands):
+            raise ConfigError(f"PlanningHeadConfig.commands must be distinct, got {self.commands}")
 
 
 @dataclass
@@ -254,7 +297,13 @@ class OccVLAConfig:
                 visual_feature_layer=2,
                 occupancy=OccupancyBranchConfig.tiny(),
                 planning=PlanningHeadConfig(
-                    action_embed_dim=16, visual_dim=32, hidden_dim=128, num_layers=2
+                    action_embed_dim=16,
+                    visual_dim=32,
+                    num_queries=8,
+                    attention_heads=2,
+                    command_embed_dim=8,
+                    hidden_dim=128,
+                    num_layers=2,
                 ),
             )
         raise ConfigError(f"unknown preset {name!r}; expected one of {PRESETS}")

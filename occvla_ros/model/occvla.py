@@ -8,7 +8,8 @@ nothing. Training stages (``forward(batch, stage)``):
 - ``"qa"``: text loss on OmniDrive answers (``question``/``answer`` in the batch);
 - ``"occupancy_language"``: meta-action text loss + occupancy loss (``config.loss_weights``);
 - ``"planning"``: VLM frozen (run under no_grad), planning-head L1 on the trajectory, the
-  head reading the ground-truth meta-action class (teacher forcing).
+  head reading the meta-action the frozen VLM's candidate scoring picks (what it gets at test
+  time; ``planning.training_action="ground_truth"``: the labelled class, teacher forcing).
 """
 
 from __future__ import annotations
@@ -76,9 +77,16 @@ class OccVLA(nn.Module):
         self.occupancy = (
             OccupancyBranch(config.occupancy, hidden) if config.with_occupancy else None
         )
-        self.planning_head = PlanningHead(config.planning, len(config.meta_actions), hidden)
+        self.planning_head = PlanningHead(
+            config.planning, len(config.meta_actions), hidden, config.num_image_tokens
+        )
         answers = [self.processor.answer_ids(text) for text in config.meta_actions.texts]
         self.candidates = CandidateTable.build(answers, self.processor.pad_id)
+
+    @property
+    def uses_command(self) -> bool:
+        """Whether the prompt or the planning head reads the route command (then it is needed)."""
+        return self.config.prompt.use_command or self.config.planning.use_command
 
     # ----------------------------------------------------------------------------- parameters
 
@@ -171,12 +179,27 @@ class OccVLA(nn.Module):
 
     def _planning_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         device = self._device()
-        prompts = self._prompts(batch)
+        ego_state = batch["ego_state"].to(device)
+        commands = batch.get("command")
         with torch.no_grad():
-            tokens = self.processor.prompt_batch(prompts).to(device)
-            visual = self._prefix(tokens, batch["pixel_values"].to(device)).visual_hidden_states
+            if self.config.planning.training_action == "predicted":
+                scores, visual = self.score_meta_actions(batch["pixel_values"], ego_state, commands)
+                actions = scores.argmax(dim=-1)
+            else:
+                tokens = self.processor.prompt_batch(self._prompts(batch)).to(device)
+                prefix = self._prefix(tokens, batch["pixel_values"].to(device))
+                visual, actions = prefix.visual_hidden_states, batch["meta_action"].to(device)
+        if "past_trajectory" not in batch and self.config.planning.num_past:
+            raise ConfigError(
+                "the planning head reads the past trajectory: the batch has no past_trajectory"
+            )
         waypoints = self.planning_head(
-            batch["meta_action"].to(device), batch["ego_state"].to(device), visual
+            actions,
+            ego_state,
+            visual,
+            past_trajectory=_optional_to(batch.get("past_trajectory"), device),
+            past_mask=_optional_to(batch.get("past_mask"), device),
+            commands=None if commands is None else list(commands),
         )
         loss = PlanningHead.loss(
             waypoints, batch["trajectory"].to(device), batch["trajectory_mask"].to(device)
@@ -230,19 +253,39 @@ class OccVLA(nn.Module):
         ego_state: torch.Tensor,
         commands: list[str] | None = None,
         with_occupancy: bool = False,
+        *,
+        past_trajectory: torch.Tensor | None = None,
+        past_mask: torch.Tensor | None = None,
     ) -> Prediction:
         """pixel_values [B, 6, 3, S, S], ego_state [B, 3] -> meta-action, waypoints (+ occupancy).
 
-        The occupancy branch runs only when ``with_occupancy`` is True; it only reads the
-        visual hidden states, so the meta-action and waypoints are identical either way.
+        ``past_trajectory`` [B, P, 2] (ego frame, oldest first) and ``past_mask`` bool [B, P]
+        are the previous keyframes' positions; None: no history known. ``commands`` (one route
+        command per row) is required when ``uses_command``. The occupancy branch runs only when
+        ``with_occupancy`` is True; it only reads the visual hidden states, so the meta-action and
+        waypoints are identical either way.
         """
         self._to_inference_mode()
         _check_inputs(pixel_values, ego_state, self.config.image_size)
+        if self.uses_command and (commands is None or len(commands) != ego_state.shape[0]):
+            raise ConfigError(
+                "this model reads the route command, but no driving command was given for "
+                "every sample"
+            )
+        if past_trajectory is not None and not torch.isfinite(past_trajectory).all():
+            raise ConfigError("past_trajectory must be finite (found NaN or inf)")
         device = self._device()
         ego_state = ego_state.to(device)
         scores, visual = self.score_meta_actions(pixel_values, ego_state, commands)
         indices = scores.argmax(dim=-1)  # [B]
-        waypoints = self.planning_head(indices, ego_state, visual).float()
+        waypoints = self.planning_head(
+            indices,
+            ego_state,
+            visual,
+            past_trajectory=_optional_to(past_trajectory, device),
+            past_mask=_optional_to(past_mask, device),
+            commands=commands,
+        ).float()
         occupancy = None
         if with_occupancy:
             if self.occupancy is None:
@@ -298,6 +341,10 @@ class OccVLA(nn.Module):
                 next_ids[:, None], attention_mask, position, cache
             )[:, -1]
         return torch.stack(generated, dim=1)
+
+
+def _optional_to(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 def _check_stage(stage: str) -> None:

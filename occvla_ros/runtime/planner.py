@@ -152,7 +152,8 @@ class Planner:
         self.config = self.model.config
         self.image_size = self.config.image_size
         self.checkpoint = Path(checkpoint)
-        self.uses_command = self.config.prompt.use_command
+        self.uses_command = self.model.uses_command
+        self.num_past = self.config.planning.num_past
         self._view_workers = ThreadPoolExecutor(
             max_workers=min(NUM_CAMERAS, cpu_threads or os.cpu_count() or 1),
             thread_name_prefix="occvla_views",
@@ -213,10 +214,13 @@ class Planner:
         *,
         camera_order: Sequence[str] = CAMERA_NAMES,
         command: str | None = None,
+        past_trajectory: Sequence[Sequence[float]] | None = None,
+        past_mask: Sequence[bool] | None = None,
         with_occupancy: bool = False,
     ) -> Plan:
         """Frames or prepared views in ``camera_order`` (or name -> either); ego = (speed, accel,
-        yaw rate)."""
+        yaw rate); ``past_trajectory`` [P, 2] the previous keyframes' positions in the current
+        ego frame, oldest first, with ``past_mask`` [P] saying which exist (None: no history)."""
         start = time.perf_counter()
         if isinstance(frames, Mapping):
             camera_order, frames = list(frames), list(frames.values())
@@ -228,12 +232,18 @@ class Planner:
             )
         if with_occupancy and not self.has_occupancy:
             raise ConfigError(f"checkpoint {self.checkpoint} has no occupancy branch")
+        past = self._past_tensors(past_trajectory, past_mask)
         pixel_values = self.preprocess(frames, camera_order).to(self.device, self.dtype)
         ego_tensor = torch.from_numpy(ego).to(self.device, self.dtype).unsqueeze(0)  # [1, 3]
         preprocessed = time.perf_counter()
         commands = [command] if (command and self.uses_command) else None
         prediction = self.model.predict(
-            pixel_values, ego_tensor, commands=commands, with_occupancy=with_occupancy
+            pixel_values,
+            ego_tensor,
+            commands=commands,
+            with_occupancy=with_occupancy,
+            past_trajectory=None if past is None else past[0],
+            past_mask=None if past is None else past[1],
         )
         waypoints = prediction.waypoints[0].float().cpu().numpy()  # [6, 2]
         occupancy = None
@@ -251,4 +261,23 @@ class Planner:
                 inference_ms=(done - preprocessed) * 1e3,
                 total_ms=(done - start) * 1e3,
             ),
+        )
+
+    def _past_tensors(self, past_trajectory, past_mask) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """([1, P, 2], bool [1, P]) on the model's device, or None without a history."""
+        if past_trajectory is None:
+            return None
+        past = np.asarray(past_trajectory, dtype=np.float64)
+        mask = np.ones(len(past), bool) if past_mask is None else np.asarray(past_mask, bool)
+        if past.shape != (self.num_past, 2) or mask.shape != (self.num_past,):
+            raise DataError(
+                f"past trajectory must be [{self.num_past}, 2] with a [{self.num_past}] mask, got "
+                f"{list(past.shape)} and {list(mask.shape)}"
+            )
+        if not np.isfinite(past[mask]).all():
+            raise DataError(f"past trajectory must be finite where it exists, got {past.tolist()}")
+        past = np.where(mask[:, None], past, 0.0)
+        return (
+            torch.from_numpy(past).to(self.device, self.dtype).unsqueeze(0),
+            torch.from_numpy(mask).to(self.device).unsqueeze(0),
         )

@@ -22,6 +22,8 @@ def synthetic_batch(config, batch: int = 2, seed: int = 0) -> dict:
         "meta_action_text": [config.meta_actions.texts[int(i)] for i in actions],
         "trajectory": torch.randn(batch, NUM_WAYPOINTS, 2, generator=generator),
         "trajectory_mask": torch.ones(batch, NUM_WAYPOINTS, dtype=torch.bool),
+        "past_trajectory": torch.randn(batch, 4, 2, generator=generator) - torch.tensor([4.0, 0.0]),
+        "past_mask": torch.ones(batch, 4, dtype=torch.bool),
         "occupancy": torch.randint(0, 18, (batch, *OCC_GRID_SHAPE), generator=generator),
         "occupancy_mask": torch.rand(batch, *OCC_GRID_SHAPE, generator=generator) > 0.3,
         "question": ["what is in front of the ego car?"] * batch,
