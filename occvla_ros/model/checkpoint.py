@@ -38,8 +38,14 @@ MANIFEST_FILE = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
 
 
-def _stored_state(model: OccVLA) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors to write, {tied alias: stored key}); base backbone weights dropped if external."""
+def _stored_state(
+    model: OccVLA, state_dict: dict[str, torch.Tensor] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors to write, {tied alias: stored key}); base backbone weights dropped if external.
+
+    Ties are found on the model's own tensors; the values come from ``state_dict`` when given
+    (a full copy gathered from a sharded model, whose tied entries no longer share storage).
+    """
     external_backbone = model.config.backbone.weights_dir is not None
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
@@ -52,7 +58,8 @@ def _stored_state(model: OccVLA) -> tuple[dict[str, torch.Tensor], dict[str, str
             aliases[key] = seen[identity]
             continue
         seen[identity] = key
-        tensors[key] = tensor.detach().contiguous()
+        value = tensor if state_dict is None else state_dict[key]
+        tensors[key] = value.detach().contiguous()
     return tensors, aliases
 
 
@@ -65,13 +72,19 @@ def _shapes_hash(shapes: dict[str, list[int]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def save_checkpoint(model: OccVLA, directory: str | Path) -> Path:
-    """Write ``model`` to ``directory`` (created if needed); returns the directory."""
+def save_checkpoint(
+    model: OccVLA, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None
+) -> Path:
+    """Write ``model`` to ``directory`` (created if needed); returns the directory.
+
+    ``state_dict``: the weights to write instead of the model's own (a full copy of a sharded
+    model); the tokenizer, configuration and tied-weight layout still come from ``model``.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors, aliases = _stored_state(model)
+    tensors, aliases = _stored_state(model, state_dict)
     save_file({k: v.cpu() for k, v in tensors.items()}, str(directory / WEIGHTS_FILE))
     model.config.save_yaml(directory / CONFIG_FILE)
     model.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
@@ -136,6 +149,19 @@ def _check_tensors(
         raise CheckpointError(f"{path}: shape mismatch for {len(wrong)} tensors: {wrong[:5]}")
 
 
+def _refuse_run_directory(directory: Path) -> None:
+    """A training run directory given where its checkpoint was meant: say where that is."""
+    if not (directory / "metrics.jsonl").is_file():
+        return
+    final = directory / "checkpoint"
+    steps = sorted((directory / "checkpoints").glob("step-*/model"))
+    where = final if final.is_dir() else (steps[-1] if steps else None)
+    raise CheckpointError(
+        f"{directory} is a training run directory, not a checkpoint; "
+        + (f"its checkpoint is {where}" if where else "it holds no checkpoint yet")
+    )
+
+
 def load_checkpoint(
     directory: str | Path,
     device: str | torch.device = "cpu",
@@ -148,6 +174,7 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     for name in (WEIGHTS_FILE, CONFIG_FILE, MANIFEST_FILE, TOKENIZER_DIR):
         if not (directory / name).exists():
+            _refuse_run_directory(directory)
             raise CheckpointError(f"checkpoint {directory} is incomplete: {name} is missing")
     manifest = _read_manifest(directory)
     try:
