@@ -2,9 +2,13 @@
 
 The first :func:`load_index` for a (dataroot, version, split, options) builds the records with the
 devkit (progress bar) and writes ``records.json`` + ``arrays.npz`` + ``meta.json`` (no pickle)
-into ``<cache_dir>/<key>/``; later calls read them back in milliseconds. The cache is rebuilt when
-its fingerprint changes: the sizes and modification times of the version's table files and of
-the label roots, the CAN-bus folder, the loader's schema version and the loader options.
+into ``<cache_dir>/<key>/``; later calls read them back. The cache is rebuilt when its
+fingerprint changes (the sizes and modification times of the version's table files, of the
+OmniDrive folders and of the CAN-bus folder, the loader's schema version and the loader options)
+or when a keyframe's Occ3D labels appeared or vanished since: each read checks every record's
+``<occupancy_root>/<scene>/<token>/labels.npz`` (one ``stat`` per keyframe), because copying
+labels into existing scene folders (``tar``, ``rsync -a``, ``cp -p``) may leave every folder time
+the index saw unchanged.
 
 Default cache directory: ``$OCCVLA_CACHE_DIR`` or ``~/.cache/occvla_ros/index`` (never inside the
 dataset, which may be read-only).
@@ -24,14 +28,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from occvla_ros.data.nuscenes_loader import LoaderOptions, load_records
+from occvla_ros.data.nuscenes_loader import LoaderOptions, load_records, occupancy_label_path
 from occvla_ros.data.records import KeyframeRecord, save_records
 from occvla_ros.data.records import load_records as read_records
 from occvla_ros.errors import DataError
 
 LOGGER = logging.getLogger(__name__)
 # Bump whenever what a record holds or how it is computed changes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _FILES = ("records.json", "arrays.npz", "meta.json")
 
 
@@ -68,8 +72,7 @@ def fingerprint(dataroot: Path, version: str, split: str, options: LoaderOptions
     if not tables:
         raise DataError(f"no nuScenes tables (*.json) in {dataroot / version}")
     entries = [_stat_entry(path) for path in tables]
-    label_dirs = [
-        Path(options.occupancy_root),
+    label_dirs = [  # Occ3D labels are checked record by record (_occupancy_changed)
         *(Path(options.omnidrive_root, kind) for kind in ("vqa", "desc")),
         dataroot / "can_bus",
     ]
@@ -115,7 +118,7 @@ def load_index(
     current = fingerprint(dataroot, version, split, options)
     if not rebuild:
         cached = _read_cached(directory, current)
-        if cached is not None:
+        if cached is not None and not _occupancy_changed(cached, options, directory):
             return KeyframeIndex(tuple(cached), directory, current, from_cache=True)
     records = load_records(dataroot, version, split, options, progress=progress)
     _write(directory, records, current)
@@ -140,6 +143,22 @@ def _read_cached(directory: Path, current: str) -> list[KeyframeRecord] | None:
     except DataError as error:
         LOGGER.warning("%s: rebuilding the keyframe index", error)
         return None
+
+
+def _occupancy_changed(
+    records: list[KeyframeRecord], options: LoaderOptions, directory: Path
+) -> bool:
+    """Whether any record's Occ3D labels appeared or vanished since the index was built."""
+    changed = sum(
+        occupancy_label_path(options.occupancy_root, r.scene_name, r.token).is_file()
+        != (r.occupancy_path is not None)
+        for r in records
+    )
+    if changed:
+        LOGGER.info(
+            "%d keyframes gained or lost Occ3D labels since %s: rebuilding", changed, directory
+        )
+    return bool(changed)
 
 
 def _write(directory: Path, records: list[KeyframeRecord], current: str) -> None:
@@ -170,6 +189,13 @@ def add_loader_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def index_from_arguments(args: argparse.Namespace, *, rebuild: bool = False) -> KeyframeIndex:
+    for flag, root in (
+        ("--occupancy-root", args.occupancy_root),
+        ("--omnidrive-root", args.omnidrive_root),
+    ):
+        if root is not None and not Path(root).is_dir():
+            state = "is not a directory" if Path(root).exists() else "does not exist"
+            raise DataError(f"{flag} {root} {state}")
     options = LoaderOptions(
         occupancy_root=args.occupancy_root,
         omnidrive_root=args.omnidrive_root,

@@ -35,6 +35,7 @@ from occvla_ros.data.records import (
     AgentBoxes,
     KeyframeRecord,
 )
+from occvla_ros.data.tables import check_tables
 from occvla_ros.errors import ConfigError, DataError
 from occvla_ros.geometry import invert_transform, make_transform, quat_wxyz_to_yaw
 
@@ -75,13 +76,17 @@ def split_scene_names(version: str, split: str) -> list[str] | None:
     return list(splits[split])
 
 
+def occupancy_label_path(occupancy_root: str | Path, scene_name: str, token: str) -> Path:
+    """Where Occ3D keeps a keyframe's labels: ``<occupancy_root>/<scene>/<token>/labels.npz``."""
+    return Path(occupancy_root, scene_name, token, "labels.npz")
+
+
 def open_nuscenes(dataroot: Path, version: str):
     """The devkit's NuScenes object; :class:`DataError` naming the directory when it fails."""
     from nuscenes.nuscenes import NuScenes
 
     table_dir = dataroot / version
-    if not table_dir.is_dir():
-        raise DataError(f"no nuScenes tables at {table_dir} (check --dataroot and --version)")
+    check_tables(table_dir)  # a missing or malformed table: one error naming the file
     try:
         return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
     except (AssertionError, KeyError, OSError, ValueError) as error:
@@ -201,7 +206,9 @@ class _RecordBuilder:
 
         paths, intrinsics, extrinsics = self._cameras(sample)
         qa, description = self._omnidrive(sample["token"])
-        occupancy = Path(self.options.occupancy_root, scene["name"], sample["token"], "labels.npz")
+        occupancy = occupancy_label_path(
+            self.options.occupancy_root, scene["name"], sample["token"]
+        )
         return KeyframeRecord(
             token=sample["token"],
             scene_name=scene["name"],

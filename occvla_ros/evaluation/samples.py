@@ -60,15 +60,9 @@ class NuScenesContext:
     """Per-keyframe evaluation context from a nuScenes-format dataset (tables loaded once)."""
 
     def __init__(self, dataroot: str | Path, version: str) -> None:
-        dataroot = Path(dataroot)
-        if not (dataroot / version).is_dir():
-            raise DataError(f"no nuScenes tables at {dataroot / version}")
-        from nuscenes.nuscenes import NuScenes
+        from occvla_ros.data.nuscenes_loader import open_nuscenes
 
-        try:
-            self.nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
-        except (AssertionError, KeyError, OSError, ValueError) as error:
-            raise DataError(f"cannot load nuScenes {version} at {dataroot}: {error}") from error
+        self.nusc = open_nuscenes(Path(dataroot), version)
 
     def _ego_from_global(self, sample: dict) -> np.ndarray:
         lidar = self.nusc.get("sample_data", sample["data"][LIDAR_NAME])

@@ -16,16 +16,8 @@ VERSION = "v1.0-mini"
 
 
 @pytest.fixture
-def dataroot(synthetic_dataroot, tmp_path):
-    """The synthetic dataset with its own copy of the tables (which the tests modify)."""
-    root = tmp_path / "nuscenes"
-    root.mkdir()
-    for child in synthetic_dataroot.iterdir():
-        if child.name == VERSION:
-            shutil.copytree(child, root / VERSION)
-        else:
-            (root / child.name).symlink_to(child)
-    return root
+def dataroot(writable_tables_dataroot):
+    return writable_tables_dataroot
 
 
 def test_cache_miss_then_hit_gives_equal_records(dataroot, tmp_path):
@@ -88,3 +80,43 @@ def test_index_command_prints_a_summary(dataroot, tmp_path, capsys):
     assert "read from cache" in capsys.readouterr().out
     argv[2] = str(tmp_path / "nowhere")
     assert cli.main(argv) == 2  # a DataError naming the directory, not a traceback
+
+
+def test_occ3d_labels_copied_into_existing_scene_folders_invalidate_the_cache(dataroot, tmp_path):
+    """As ``tar x`` or ``rsync -a`` do it: the label file appears, every folder time is kept."""
+    occupancy = tmp_path / "gts"
+    shutil.copytree(dataroot / "gts", occupancy)
+    options = LoaderOptions(occupancy_root=str(occupancy))
+    cache = tmp_path / "cache"
+    built = load_index(dataroot, VERSION, "mini_val", options, cache_dir=cache, progress=False)
+    record = next(r for r in built.records if r.occupancy_path is not None)
+    labels = occupancy / record.scene_name / record.token / "labels.npz"
+    content = labels.read_bytes()
+    folders = [labels.parent, labels.parent.parent, occupancy]
+    times = [(f.stat().st_atime_ns, f.stat().st_mtime_ns) for f in folders]
+
+    def restore_folder_times():
+        for folder, (atime, mtime) in zip(folders, times, strict=True):
+            os.utime(folder, ns=(atime, mtime))
+
+    labels.unlink()
+    restore_folder_times()
+    without = load_index(dataroot, VERSION, "mini_val", options, cache_dir=cache, progress=False)
+    assert not without.from_cache
+    assert next(r for r in without.records if r.token == record.token).occupancy_path is None
+    labels.write_bytes(content)
+    restore_folder_times()
+    again = load_index(dataroot, VERSION, "mini_val", options, cache_dir=cache, progress=False)
+    assert not again.from_cache
+    assert next(r for r in again.records if r.token == record.token).occupancy_path == str(labels)
+    assert load_index(dataroot, VERSION, "mini_val", options, cache_dir=cache).from_cache
+
+
+@pytest.mark.parametrize("flag", ["--occupancy-root", "--omnidrive-root"])
+def test_a_label_root_that_does_not_exist_is_named(dataroot, tmp_path, caplog, flag):
+    missing = tmp_path / "no-labels"
+    argv = ["index", "--dataroot", str(dataroot), "--split", "mini_val", flag, str(missing),
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    with caplog.at_level("ERROR"):
+        assert cli.main(argv) == 2
+    assert f"{flag} {missing} does not exist" in caplog.text
