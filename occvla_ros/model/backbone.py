@@ -17,7 +17,9 @@ without ``output_hidden_states`` keeping every layer's states alive.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +149,7 @@ class PaliGemmaBackbone(nn.Module):
         self._feature_layer = model.model.language_model.layers[config.visual_feature_layer - 1]
         self._captured: list[torch.Tensor] = []
         self._capturing = False
+        self._checkpointed_modules: list[nn.Module] = []  # see enable_gradient_checkpointing
         self._feature_layer.register_forward_hook(self._capture)
         self.base_parameter_count = sum(p.numel() for p in model.parameters())
         self.model = _with_lora(model, config.lora)
@@ -168,6 +171,26 @@ class PaliGemmaBackbone(nn.Module):
         each layer's ``forward``, so the feature-layer hook still fires once per forward.
         """
         self.paligemma.activation_checkpointing_enable({"use_reentrant": False})
+        # The layers, and the models that hold them (they turn use_cache off when it is on).
+        self._checkpointed_modules = [
+            module
+            for module in self.paligemma.modules()
+            if getattr(module, "gradient_checkpointing", False)
+        ]
+
+    @contextlib.contextmanager
+    def _checkpointing_only_with_grad(self) -> Iterator[None]:
+        """Checkpointing off while autograd is: it would save nothing, and a checkpointing
+        model in training mode drops the KV cache (transformers turns ``use_cache`` off), which
+        the planning stage's no-grad meta-action scoring needs."""
+        modules = [] if torch.is_grad_enabled() else self._checkpointed_modules
+        for module in modules:
+            module.gradient_checkpointing = False
+        try:
+            yield
+        finally:
+            for module in modules:
+                module.gradient_checkpointing = True
 
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
         """Token embeddings with the camera-tagged image features in the placeholders.
@@ -210,14 +233,15 @@ class PaliGemmaBackbone(nn.Module):
         self._captured.clear()
         self._capturing = capture_visual
         try:
-            output = self.model(
-                inputs_embeds=inputs_embeds,
-                attention_mask=tokens.attention_mask,
-                position_ids=tokens.position_ids,
-                token_type_ids=tokens.token_type_ids,
-                use_cache=use_cache,
-                logits_to_keep=logits_to_keep,
-            )
+            with self._checkpointing_only_with_grad():
+                output = self.model(
+                    inputs_embeds=inputs_embeds,
+                    attention_mask=tokens.attention_mask,
+                    position_ids=tokens.position_ids,
+                    token_type_ids=tokens.token_type_ids,
+                    use_cache=use_cache,
+                    logits_to_keep=logits_to_keep,
+                )
         finally:
             self._capturing = False
         visual = None
@@ -237,13 +261,14 @@ class PaliGemmaBackbone(nn.Module):
         past_key_values,
     ) -> torch.Tensor:
         """Causal text tokens after a cached prefix -> logits [B, T, V] at every new position."""
-        output = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=True,
-        )
+        with self._checkpointing_only_with_grad():
+            output = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                use_cache=True,
+            )
         return output.logits
 
 

@@ -158,3 +158,19 @@ def test_gradient_checkpointing_keeps_gradients_and_stores_less(tiny_model):
     assert any("lora_" in name for name in gradients)
     for name, gradient in gradients.items():
         torch.testing.assert_close(gradient, plain_gradients[name], msg=name)
+
+
+def test_gradient_checkpointing_keeps_the_no_grad_scoring_cache(tiny_model):
+    # The planning stage scores meta-actions with a KV cache under no_grad, in training mode,
+    # where a checkpointed layer would drop the cache.
+    batch = synthetic_batch(tiny_model.config, batch=1, seed=6)
+    plain = copy.deepcopy(tiny_model).train()
+    checkpointed = copy.deepcopy(tiny_model).train()
+    checkpointed.backbone.enable_gradient_checkpointing()
+    torch.manual_seed(0)  # the same dropout draws in both
+    expected, _ = plain(batch, "planning")
+    torch.manual_seed(0)
+    loss, _ = checkpointed(batch, "planning")
+    torch.testing.assert_close(loss, expected)
+    modules = checkpointed.backbone._checkpointed_modules
+    assert modules and all(module.gradient_checkpointing for module in modules)
