@@ -19,6 +19,7 @@ from occvla_ros.evaluation import report
 from occvla_ros.evaluation.baselines import EgoStatusBaseline, constant_velocity
 from occvla_ros.evaluation.evaluator import MODEL, MODEL_NO_CAMERAS, UNLABELLED, Evaluator
 from occvla_ros.evaluation.planning import SAMPLE_SETS
+from occvla_ros.model.device import DEVICE_HELP, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="ego-status MLP from `occvla train-ego-baseline` (scored beside the model)",
     )
-    parser.add_argument("--max-samples", type=int, help="evaluate only the first N keyframes")
+    parser.add_argument(
+        "--max-samples",
+        type=int,
+        help="evaluate only the first N keyframes (unreadable ones are skipped and counted)",
+    )
     parser.add_argument(
         "--with-occupancy", action="store_true", help="also decode and score Occ3D occupancy"
     )
@@ -55,12 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also answer one OmniDrive question per keyframe (exact match / ROUGE-L)",
     )
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--device", default="cpu", help=f"torch device: {DEVICE_HELP}")
     parser.add_argument(
         "--uniad-sample-set",
         choices=SAMPLE_SETS,
         default="all",
-        help="UniAD strategy: all samples (UniAD's code) or only those with 6 future steps",
+        help="sample set of both UniAD tables (its uniad and stp3 strategies): all keyframes "
+        "(UniAD's code) or only those with all 6 future keyframes (ST-P3's valid set)",
     )
     parser.add_argument("--figure-samples", type=int, default=6, help="panels per BEV figure")
 
@@ -76,6 +82,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    # The node's device rules; "auto" becomes the device it picks, for every later .to().
+    args.device = str(resolve_device(args.device))
 
 
 def _figures(evaluator: Evaluator, out_dir: Path) -> dict[str, str]:
@@ -89,7 +97,7 @@ def _figures(evaluator: Evaluator, out_dir: Path) -> dict[str, str]:
         plot_bev_samples(
             evaluator.first,
             figure_dir / "bev_samples.png",
-            "Predicted vs ground-truth trajectories over the GT occupancy (first samples)",
+            "Predicted vs ground-truth trajectories (first samples)",
         )
         figures["BEV: first samples"] = f"{FIGURE_DIR}/bev_samples.png"
         plot_bev_samples(
@@ -215,8 +223,6 @@ def evaluate(args: argparse.Namespace) -> dict:
                         "occupancy_mask": batch["occupancy_mask"][index].numpy(),
                         "occupancy_prediction": prediction.occupancy[index].cpu().numpy(),
                     }
-                elif "occupancy" in batch:
-                    occupancy = {"occupancy_gt": batch["occupancy"][index].numpy()}
                 evaluator.add_sample(
                     sample_context,
                     batch["trajectory"][index].numpy(),
@@ -237,8 +243,10 @@ def evaluate(args: argparse.Namespace) -> dict:
                     method=MODEL_NO_CAMERAS,
                 )
             progress.update(count)
+    skipped = loader.dataset.num_skipped  # unreadable keyframes, each logged with its cause
     if evaluator.count == 0:
-        raise DataError(f"split {args.split!r} of {args.dataroot} has no samples to evaluate")
+        cause = f"all {skipped} keyframes were unreadable" if skipped else "no samples"
+        raise DataError(f"split {args.split!r} of {args.dataroot}: {cause}; nothing to evaluate")
     qa = _answer_questions(args, model, uses_command) if args.with_qa else None
     results = {
         "checkpoint": str(args.checkpoint),
@@ -250,6 +258,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "inputs": {"cameras": True, "ego_status": True, "command": uses_command},
         "baselines": [report.METHOD_LABELS[m] for m in methods if m != MODEL],
         **evaluator.results(),
+        "skipped_samples": skipped,
         "qa": qa,
     }
     if args.ablate_cameras:

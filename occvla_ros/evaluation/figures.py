@@ -25,6 +25,8 @@ METHOD_STYLES = {
     "constant_velocity": ("tab:gray", "const. velocity"),
 }
 VIEW_RANGE_M = 30.0
+GT_STYLE = {"linewidth": 6.0, "markersize": 7}  # wider than any prediction drawn over it
+OCCUPANCY_CAPTION = "over the Occ3D ground truth (top view)"
 
 
 @dataclass
@@ -78,12 +80,16 @@ def _draw_sample(axis, sample: BevSample) -> None:
             axis.plot(closed[:, 1], closed[:, 0], color="black", linewidth=0.6)
     valid = sample.gt_mask.astype(bool)
     gt = np.vstack([[0.0, 0.0], sample.gt[valid]])
-    axis.plot(gt[:, 1], gt[:, 0], "o-", color="tab:green", markersize=3, label="ground truth")
+    # The ground truth is a wide band under every prediction: a prediction lying on it (the
+    # better the model, the more often) leaves it visible on both sides instead of hiding it.
+    axis.plot(
+        gt[:, 1], gt[:, 0], "o-", color="tab:green", **GT_STYLE, zorder=3, label="ground truth"
+    )
     for method, waypoints in sample.predictions.items():
         colour, label = METHOD_STYLES.get(method, ("tab:purple", method))
         path = np.vstack([[0.0, 0.0], waypoints])
-        # The model on top and wider: baselines often lie on it and hid it.
-        emphasis = {"linewidth": 1.8, "zorder": 4} if method == "model" else {}
+        # The model above the baselines and wider: baselines often lie on it and hid it.
+        emphasis = {"linewidth": 1.8, "zorder": 5} if method == "model" else {"zorder": 4}
         axis.plot(
             path[:, 1], path[:, 0], "x--", color=colour, markersize=3, label=label, **emphasis
         )
@@ -107,6 +113,16 @@ def _ego_rectangle():
 def plot_bev_samples(samples: list[BevSample], path: Path, title: str) -> Path:
     """A grid of BEV panels, one per sample; saved as PNG."""
     plt = _pyplot()
+    figure = bev_figure(samples, title)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def bev_figure(samples: list[BevSample], title: str):
+    """The matplotlib figure of :func:`plot_bev_samples`; the title says when the panels are
+    drawn over the Occ3D ground truth (only samples that carry it, i.e. ``--with-occupancy``)."""
+    plt = _pyplot()
     columns = min(3, max(1, len(samples)))
     rows = max(1, int(np.ceil(len(samples) / columns)))
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4.6 * rows), squeeze=False)
@@ -117,11 +133,11 @@ def plot_bev_samples(samples: list[BevSample], path: Path, title: str) -> Path:
     handles, labels = axes.ravel()[0].get_legend_handles_labels()
     if handles:
         figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    if any(sample.occupancy is not None for sample in samples):
+        title = f"{title} {OCCUPANCY_CAPTION}"
     figure.suptitle(title, fontsize=10)
     figure.tight_layout(rect=(0, 0.05, 1, 0.96))
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return figure
 
 
 def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, title: str) -> Path:

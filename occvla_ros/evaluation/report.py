@@ -160,12 +160,14 @@ def _situation_section(situations: dict) -> list[str]:
 
 def render_markdown(results: dict, figures: dict[str, str]) -> str:
     inputs = results["inputs"]
+    skipped = results.get("skipped_samples", 0)
     lines = [
         "# OccVLA evaluation report",
         "",
         f"- checkpoint: `{results['checkpoint']}`",
         f"- data: `{results['dataroot']}` {results['version']} split `{results['split']}`, "
-        f"{results['sample_count']} keyframes evaluated",
+        f"{results['sample_count']} keyframes evaluated"
+        + (f", {skipped} skipped (unreadable input, see the log)" if skipped else ""),
         f"- model inputs: 6 cameras; ego status {'yes' if inputs['ego_status'] else 'no'}; "
         f"driving command {'yes' if inputs['command'] else 'no'}",
         f"- baselines use ego status only (no cameras): {', '.join(results['baselines'])}",

@@ -13,6 +13,7 @@ from occvla_ros.constants import (
     camera_image_topic,
     camera_info_topic,
 )
+from occvla_ros.model.device import DEVICE_HELP
 from occvla_ros.runtime.heap import TRIM_THRESHOLD_BYTES
 from occvla_ros.runtime.planner import DTYPES
 
@@ -30,7 +31,7 @@ def camera_topic_parameter(camera: str, kind: str) -> str:
 PLANNER_PARAMETERS: dict[str, tuple[object, str, bool]] = {
     "checkpoint": ("", "checkpoint directory written by save_checkpoint (required)", True),
     "preset": ("", "expected model preset (tiny, paligemma2-3b-224); empty: any", True),
-    "device": ("auto", "auto (CUDA if present, else CPU), cpu, cuda or cuda:N", True),
+    "device": ("auto", DEVICE_HELP, True),
     "dtype": ("auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16", True),
     "image_transport": ("compressed", "compressed (sensor_msgs/CompressedImage JPEG) or raw", True),
     **{

@@ -34,6 +34,7 @@ from occvla_ros.data.images import FRAME_ENCODINGS, decode_jpeg, frame_to_rgb, n
 from occvla_ros.data.labels import GO_STRAIGHT
 from occvla_ros.errors import ConfigError, DataError
 from occvla_ros.meta_action import MetaAction
+from occvla_ros.model.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -77,19 +78,7 @@ class Plan:
 def select_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     if dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}; expected one of {tuple(DTYPES)}")
-    if device == "auto":
-        chosen = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            chosen = torch.device(device)
-        except RuntimeError as error:
-            raise ConfigError(f"invalid device {device!r}: expected auto, cpu or cuda:N") from error
-        if chosen.type not in ("cpu", "cuda"):
-            raise ConfigError(f"unsupported device {device!r}: expected auto, cpu or cuda:N")
-        if chosen.type == "cuda":
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if (chosen.index or 0) >= count:
-                raise ConfigError(f"device {device!r} requested but {count} CUDA device(s) exist")
+    chosen = resolve_device(device)
     if DTYPES[dtype] is not None:
         return chosen, DTYPES[dtype]
     return chosen, torch.bfloat16 if chosen.type == "cuda" else torch.float32

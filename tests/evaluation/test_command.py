@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,57 @@ def test_evaluate_rejects_a_corrupt_checkpoint(synthetic_dataroot, tmp_path, cap
     with caplog.at_level(logging.ERROR):
         assert cli.main(arguments) == 2
     assert "incomplete" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("tpu", "invalid device 'tpu'"),
+        pytest.param(
+            "cuda",
+            "device 'cuda' requested but 0 CUDA device(s) exist",
+            marks=pytest.mark.skipif(
+                __import__("torch").cuda.is_available(), reason="this machine has CUDA"
+            ),
+        ),
+    ],
+)
+def test_evaluate_rejects_a_device_torch_cannot_use(tmp_path, caplog, device, message):
+    (tmp_path / "v1.0-mini").mkdir()
+    arguments = ["evaluate", "--checkpoint", str(tmp_path), "--dataroot", str(tmp_path)]
+    arguments += ["--out", str(tmp_path / "out"), "--device", device]
+    with caplog.at_level(logging.ERROR):
+        assert cli.main(arguments) == 2
+    assert message in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_counts_unreadable_keyframes_in_the_results_and_report(
+    synthetic_dataroot, tiny_checkpoint, tmp_path
+):
+    from occvla_ros.data.index import load_index
+
+    cache = tmp_path / "cache"
+    first = load_index(synthetic_dataroot, "v1.0-mini", "mini_val", cache_dir=cache).records[0]
+    broken = Path(first.image_paths[0]).relative_to(synthetic_dataroot)  # samples/CAM_FRONT/...
+    dataroot = tmp_path / "nuscenes"  # links to the dataset, one image replaced by garbage
+    for child in synthetic_dataroot.iterdir():
+        if child.name != broken.parts[0]:
+            (dataroot / child.name).parent.mkdir(parents=True, exist_ok=True)
+            (dataroot / child.name).symlink_to(child)
+    for camera in (synthetic_dataroot / broken.parent.parent.name).iterdir():
+        target = dataroot / broken.parts[0] / camera.name
+        target.mkdir(parents=True)
+        for image in camera.iterdir():
+            (target / image.name).symlink_to(image)
+    (dataroot / broken).unlink()
+    (dataroot / broken).write_bytes(b"\xff\xd8 not a JPEG")
+    out = tmp_path / "eval"
+    arguments = ["--dataroot", str(dataroot), "--version", "v1.0-mini", "--split", "mini_val"]
+    arguments += ["--cache-dir", str(cache), "--checkpoint", str(tiny_checkpoint)]
+    arguments += ["--out", str(out), "--max-samples", "3", "--batch-size", "3"]
+    assert cli.main(["evaluate", *arguments]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["sample_count"] == 2 and results["skipped_samples"] == 1
+    assert "2 keyframes evaluated, 1 skipped (unreadable input" in (out / "report.md").read_text()
