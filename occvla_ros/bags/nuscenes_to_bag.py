@@ -13,9 +13,10 @@ Jazzy / Kilted; or sqlite3 with format 8, which Humble's ``ros2 bag play`` reads
   ``future_ego`` in ``base_link``, stamped with the keyframe's time.
 
 Message stamps and log times are the nuScenes timestamps. The odometry twist (speed along the
-heading, yaw rate) comes from where the loader takes the ego state: the CAN bus expansion's
-``pose`` messages when they cover the time, else the ego poses differentiated with the loader's
-:func:`ego_state_from_poses`. nuScenes
+heading, yaw rate) is the loader's causal odometry stream (:func:`odometry_stream`): the CAN bus
+expansion's newest ``pose`` message at or before the time when it covers it, else the backward
+difference of the ego poses (the scene's first pose, without a predecessor, goes on ``/tf`` only,
+with no ``/odom`` message). The node's ego state from this stream is the loader's. nuScenes
 images are undistorted, so CameraInfo carries ``plumb_bob`` with zero distortion. A missing or
 truncated image is skipped, counted and logged; the bag is still written.
 """
@@ -41,21 +42,19 @@ from occvla_ros.constants import (
 )
 from occvla_ros.data.images import jpeg_size, read_jpeg_bytes
 from occvla_ros.data.nuscenes_loader import (
-    DIFFERENCING_HALF_WINDOW,
+    ODOMETRY_CHANNEL,
     LoaderOptions,
     can_pose_table,
-    can_state_at,
-    ego_state_from_poses,
     load_records,
+    odometry_stream,
     open_can_bus,
     open_nuscenes,
 )
 from occvla_ros.errors import ConfigError, DataError
-from occvla_ros.geometry import path_headings, quat_wxyz_to_yaw, yaw_to_quat_wxyz
+from occvla_ros.geometry import path_headings, yaw_to_quat_wxyz
 
 LOGGER = logging.getLogger(__name__)
 MAP_FRAME, BASE_FRAME = "map", "base_link"
-ODOMETRY_CHANNEL = "CAM_FRONT"  # its sample_data (12 Hz with sweeps) carry the odometry poses
 STORAGES = ("mcap", "sqlite3")
 
 
@@ -217,27 +216,23 @@ class _SceneWriter:
 
     def _odometry(self, token: str, scene_name: str) -> Iterator[tuple[int, str, object]]:
         chain = _chain(self.nusc, token, keyframes_only=False)
-        ego_poses = [self.nusc.get("ego_pose", data["ego_pose_token"]) for data in chain]
-        times = np.array([int(data["timestamp"]) for data in chain], dtype=np.float64) * 1e-6
-        planar = np.array(
-            [(*pose["translation"][:2], quat_wxyz_to_yaw(pose["rotation"])) for pose in ego_poses]
-        )
         can_table = can_pose_table(self.can_bus, scene_name) if self.can_bus else None
-        for index, (data, pose) in enumerate(zip(chain, ego_poses, strict=True)):
-            state = can_state_at(can_table, int(data["timestamp"]))
-            if state is None and len(chain) > 1:
-                start = max(0, index - DIFFERENCING_HALF_WINDOW)
-                stop = index + DIFFERENCING_HALF_WINDOW + 1
-                state = ego_state_from_poses(times[start:stop], planar[start:stop], index - start)
-            speed, _, yaw_rate = state if state is not None else (0.0, 0.0, 0.0)
+        _, speed, yaw_rate, _ = odometry_stream(self.nusc, chain, can_table)
+        for index, data in enumerate(chain):
+            pose = self.nusc.get("ego_pose", data["ego_pose_token"])
             stamp_ns = int(data["timestamp"]) * 1000
-            yield (
-                stamp_ns,
-                ODOMETRY_TOPIC,
-                self.messages.odometry(
-                    stamp_ns, pose["translation"], pose["rotation"], speed, yaw_rate
-                ),
-            )
+            if np.isfinite(speed[index]):  # the first pose has no twist: pose on /tf only
+                yield (
+                    stamp_ns,
+                    ODOMETRY_TOPIC,
+                    self.messages.odometry(
+                        stamp_ns,
+                        pose["translation"],
+                        pose["rotation"],
+                        speed[index],
+                        yaw_rate[index],
+                    ),
+                )
             yield (
                 stamp_ns,
                 "/tf",

@@ -1,9 +1,12 @@
 """torch Datasets over keyframe records for the three training stages and evaluation.
 
 Every sample holds (see docs/data.md): ``token`` str, ``pixel_values`` float32 [6, 3, S, S],
-``ego_state`` float32 [3], ``command`` str (FUTURE-DERIVED), ``meta_action`` int64 (index into
-the vocabulary, -1 when the keyframe has no future), ``meta_action_text`` str, ``trajectory``
-float32 [6, 2] (ego frame) and ``trajectory_mask`` bool [6]. Per stage:
+``ego_state`` float32 [3] (causal), ``command`` str (from the route where the dataset annotates
+it, else future-derived), ``meta_action`` int64 (index into the vocabulary, -1 when the keyframe
+has no future), ``meta_action_text`` str, ``trajectory`` float32 [6, 2] (ego frame),
+``trajectory_mask`` bool [6], ``past_trajectory`` [4, 2] (previous keyframes, ego frame, oldest
+first, 0 where masked), ``past_mask`` bool [4] and ``situation`` str ("" where unknown). Per
+stage:
 
 - ``"qa"``: + ``question`` / ``answer`` str; one sample per (keyframe, OmniDrive QA pair), or one
   per keyframe with a pair drawn per epoch (``qa_pairs="sample"``);
@@ -11,8 +14,7 @@ float32 [6, 2] (ego frame) and ``trajectory_mask`` bool [6]. Per stage:
   ``occupancy_mask`` bool [200, 200, 16] (``mask_camera``); keyframes with Occ3D labels;
 - ``"planning"``: the common keys; keyframes with at least one future keyframe;
 - ``"evaluation"``: every keyframe, + ``scene_name``, ``trajectory_lidar`` [6, 2],
-  ``past_trajectory`` [4, 2], ``past_mask`` [4], ``lidar_to_ego`` [4, 4], and the occupancy keys
-  when ``with_occupancy``.
+  ``lidar_to_ego`` [4, 4], and the occupancy keys when ``with_occupancy``.
 
 Datasets hold only records (arrays and strings), so DataLoader workers can pickle them. A bad
 file raises :class:`DataError` naming it; with ``skip_bad=True`` the sample is logged, counted and
@@ -181,6 +183,9 @@ class KeyframeDataset(Dataset):
             "meta_action_text": record.meta_action,
             "trajectory": torch.tensor(record.future_ego, dtype=torch.float32),  # [6, 2]
             "trajectory_mask": torch.tensor(record.future_mask, dtype=torch.bool),
+            "past_trajectory": torch.tensor(record.past_ego, dtype=torch.float32),  # [P, 2]
+            "past_mask": torch.tensor(record.past_mask, dtype=torch.bool),  # [P]
+            "situation": record.situation,
         }
         if self.stage == "qa":
             if pair < 0:
@@ -194,8 +199,6 @@ class KeyframeDataset(Dataset):
         if self.stage == "evaluation":
             sample["scene_name"] = record.scene_name
             sample["trajectory_lidar"] = torch.tensor(record.future_lidar, dtype=torch.float32)
-            sample["past_trajectory"] = torch.tensor(record.past_ego, dtype=torch.float32)
-            sample["past_mask"] = torch.tensor(record.past_mask, dtype=torch.bool)
             sample["lidar_to_ego"] = torch.tensor(record.lidar_to_ego, dtype=torch.float32)
         return sample
 

@@ -6,11 +6,13 @@ project's synthetic datasets alike. Per keyframe:
 - pose: the ego pose of the keyframe's LIDAR_TOP sample_data (ego -> global);
 - future / past ground truth: the ego positions at the next 6 / previous keyframes of the same
   scene, moved global -> ego(t0) and on to LIDAR_TOP(t0); missing keyframes are masked;
-- ego state: from the CAN bus ``pose`` messages (longitudinal velocity, acceleration, yaw rate,
-  linearly interpolated at the keyframe time) when ``DATAROOT/can_bus`` exists and covers the
-  scene, else by differentiating the ego poses of the densest sample_data chain around the
-  keyframe (LIDAR_TOP or CAM_FRONT sweeps);
-- labels: :mod:`occvla_ros.data.labels` (meta-action, FUTURE-DERIVED driving command);
+- ego state: CAUSAL (:mod:`occvla_ros.data.ego_state`), from the odometry stream the bag
+  converter publishes: the CAM_FRONT sample_data up to the keyframe, each with the CAN bus
+  ``pose`` speed and yaw rate at or before its time when ``DATAROOT/can_bus`` covers it, else the
+  backward difference of its ego pose;
+- labels: :mod:`occvla_ros.data.labels` (meta-action); the driving command and situation from
+  the route annotation when the dataset has one (the synthetic world's ``world/`` files, see
+  :mod:`occvla_ros.data.world_annotations`), else the FUTURE-DERIVED command rule;
 - Occ3D labels ``<occupancy_root>/<scene>/<token>/labels.npz`` and OmniDrive files
   ``<omnidrive_root>/{vqa,desc}/{train,val}/<token>.json`` when they exist.
 
@@ -28,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from occvla_ros.constants import CAMERA_NAMES, LIDAR_NAME, NUM_WAYPOINTS
-from occvla_ros.data import labels
+from occvla_ros.data import labels, world_annotations
+from occvla_ros.data.ego_state import ACCEL_WINDOW_S, ego_state_at, twist_from_poses
 from occvla_ros.data.records import (
     EGO_STATE_FROM_CAN_BUS,
     EGO_STATE_FROM_EGO_POSE,
@@ -42,10 +45,8 @@ from occvla_ros.geometry import invert_transform, make_transform, quat_wxyz_to_y
 LOGGER = logging.getLogger(__name__)
 NUM_PAST = 4
 ALL_SCENES = "all"
-# Sample_data neighbours used on each side when differentiating ego poses.
-DIFFERENCING_HALF_WINDOW = 2
-# The ego state is differentiated from the chain whose neighbours are closest in time.
-DIFFERENCING_CHANNELS = (LIDAR_NAME, "CAM_FRONT")
+# The sample_data chain whose ego poses are the odometry stream (in bags too): 12 Hz with sweeps.
+ODOMETRY_CHANNEL = "CAM_FRONT"
 
 
 @dataclass(frozen=True)
@@ -171,10 +172,17 @@ class _RecordBuilder:
         self.can_bus = can_bus
         self._can_pose_cache: dict[str, np.ndarray | None] = {}
         self._boxes_cache: dict[str, tuple] = {}
+        self._route: dict[str, world_annotations.KeyframeWorld] | None = None
 
     def start_scene(self) -> None:
         """Forget the previous scene's boxes (keyframes never look across scenes)."""
         self._boxes_cache.clear()
+        self._route = None
+
+    def _route_annotation(self, scene_name: str) -> dict[str, world_annotations.KeyframeWorld]:
+        if self._route is None:
+            self._route = world_annotations.read_scene(Path(self.nusc.dataroot), scene_name)
+        return self._route
 
     def _pose_of(self, sample: dict) -> np.ndarray:
         lidar = self.nusc.get("sample_data", sample["data"][LIDAR_NAME])
@@ -199,11 +207,12 @@ class _RecordBuilder:
         past_ego, past_mask = self._positions(past, ego_from_global)
         future_xy = future_ego[:, :2]
 
-        ego_state, source = self._ego_state(sample, scene, lidar, ego_to_global)
+        ego_state, source = self._ego_state(sample, scene)
         meta_action = ""
         if future_mask[0]:
             meta_action = labels.label_meta_action(future_xy, future_mask, ego_state[0]).text
 
+        route = self._route_annotation(scene["name"]).get(sample["token"])
         paths, intrinsics, extrinsics = self._cameras(sample)
         qa, description = self._omnidrive(sample["token"])
         occupancy = occupancy_label_path(
@@ -226,7 +235,9 @@ class _RecordBuilder:
             future_mask=future_mask,
             past_ego=past_ego[:, :2],
             past_mask=past_mask,
-            command=labels.driving_command(future_xy, future_mask),
+            command=route.command if route else labels.driving_command(future_xy, future_mask),
+            command_is_future_derived=route is None,
+            situation=route.situation if route else "",
             meta_action=meta_action,
             agents=self._agents([sample, *future], ego_from_global, lidar_from_ego),
             occupancy_path=str(occupancy) if occupancy.is_file() else None,
@@ -307,66 +318,54 @@ class _RecordBuilder:
             frame_exists=np.array([s is not None for s in samples]),
         )
 
-    def _ego_state(self, sample, scene, lidar, ego_to_global) -> tuple[np.ndarray, str]:
-        from_can = self._can_state(scene["name"], int(sample["timestamp"]))
-        if from_can is not None:
-            return from_can, EGO_STATE_FROM_CAN_BUS
-        return self._differenced_state(sample, ego_to_global), EGO_STATE_FROM_EGO_POSE
-
-    def _can_state(self, scene_name: str, timestamp_us: int) -> np.ndarray | None:
-        if self.can_bus is None:
-            return None
-        if scene_name not in self._can_pose_cache:
-            self._can_pose_cache[scene_name] = can_pose_table(self.can_bus, scene_name)
-        return can_state_at(self._can_pose_cache[scene_name], timestamp_us)
-
-    def _differenced_state(self, sample: dict, ego_to_global: np.ndarray) -> np.ndarray:
-        windows = [self._pose_window(sample["data"][c]) for c in DIFFERENCING_CHANNELS]
-        times, poses, centre = min(windows, key=lambda w: np.ptp(w[0]) if len(w[0]) > 1 else 1e9)
-        if len(times) < 2:
-            return np.zeros(3)
-        return ego_state_from_poses(times, poses, centre)
-
-    def _pose_window(self, sample_data_token: str) -> tuple[np.ndarray, np.ndarray, int]:
-        """Times [W] (s) and (x, y, yaw) [W, 3] of the sample_data chain around a keyframe."""
-        centre = self.nusc.get("sample_data", sample_data_token)
-        before = _chain(self.nusc, centre, "prev", DIFFERENCING_HALF_WINDOW)[::-1]
-        after = _chain(self.nusc, centre, "next", DIFFERENCING_HALF_WINDOW)
-        chain = [*before, centre, *after]
-        times = np.array([d["timestamp"] for d in chain], dtype=np.float64) * 1e-6
-        poses = np.zeros((len(chain), 3))
-        for i, data in enumerate(chain):
-            pose = self.nusc.get("ego_pose", data["ego_pose_token"])
-            poses[i] = (*pose["translation"][:2], quat_wxyz_to_yaw(pose["rotation"]))
-        return times, poses, len(before)
+    def _ego_state(self, sample: dict, scene: dict) -> tuple[np.ndarray, str]:
+        """The causal ego state at the keyframe and where its twist came from."""
+        if self.can_bus is not None and scene["name"] not in self._can_pose_cache:
+            self._can_pose_cache[scene["name"]] = can_pose_table(self.can_bus, scene["name"])
+        can_table = self._can_pose_cache.get(scene["name"])
+        keyframe = self.nusc.get("sample_data", sample["data"][ODOMETRY_CHANNEL])
+        # The window, one sample older than it, and that one's predecessor for its twist.
+        chain = [keyframe]
+        reach_us = int(keyframe["timestamp"]) - round(ACCEL_WINDOW_S * 1e6)
+        older = 0
+        while chain[0]["prev"] and older < 2:
+            chain.insert(0, self.nusc.get("sample_data", chain[0]["prev"]))
+            older += int(int(chain[0]["timestamp"]) <= reach_us)
+        times_us, speed, yaw_rate, from_can = odometry_stream(self.nusc, chain, can_table)
+        relative = (times_us - times_us[-1]) / 1e6
+        state = ego_state_at(relative, speed, yaw_rate, 0.0)
+        source = EGO_STATE_FROM_CAN_BUS if from_can[-1] else EGO_STATE_FROM_EGO_POSE
+        return (np.zeros(3) if state is None else state), source
 
 
-def ego_state_from_poses(times: np.ndarray, poses: np.ndarray, centre: int) -> np.ndarray:
-    """(speed, longitudinal acceleration, yaw rate) at ``poses[centre]`` by differencing.
+def odometry_stream(
+    nusc, chain: list[dict], can_table: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The odometry of a sample_data ``chain`` (time order): times [W] (int microseconds), speed
+    [W], yaw rate [W] and whether each came from the CAN bus [W]. A sample the CAN table covers
+    takes its newest message at or before it; the others the backward difference of the ego poses
+    (NaN for the chain's first sample, which has no predecessor here)."""
+    times_us = np.array([int(data["timestamp"]) for data in chain], dtype=np.int64)
+    poses = np.zeros((len(chain), 3))
+    for i, data in enumerate(chain):
+        pose = nusc.get("ego_pose", data["ego_pose_token"])
+        poses[i] = (*pose["translation"][:2], quat_wxyz_to_yaw(pose["rotation"]))
+    speed, yaw_rate = twist_from_poses((times_us - times_us[0]) / 1e6, poses)
+    from_can = np.zeros(len(chain), dtype=bool)
+    for i, stamp in enumerate(times_us):
+        twist = can_twist_at(can_table, int(stamp))
+        if twist is not None:
+            (speed[i], yaw_rate[i]), from_can[i] = twist, True
+    return times_us, speed, yaw_rate, from_can
 
-    ``times`` [W] seconds, ``poses`` [W, 3] global (x, y, yaw). Velocity and acceleration are
-    second-order finite differences on the (possibly uneven) times, projected on the heading at
-    the centre; speed is signed (negative when reversing).
-    """
-    if len(times) < 3:  # one difference: no acceleration
-        velocity = np.diff(poses[:, :2], axis=0)[0] / np.diff(times)[0]
-        yaw_rate = np.diff(np.unwrap(poses[:, 2]))[0] / np.diff(times)[0]
-        acceleration = np.zeros(2)
-    else:
-        velocity_all = np.gradient(poses[:, :2], times, axis=0)  # [W, 2]
-        velocity = velocity_all[centre]
-        acceleration = np.gradient(velocity_all, times, axis=0)[centre]
-        yaw_rate = np.gradient(np.unwrap(poses[:, 2]), times)[centre]
-    heading = np.array([np.cos(poses[centre, 2]), np.sin(poses[centre, 2])])
-    return np.array([velocity @ heading, acceleration @ heading, yaw_rate])
 
-
-def can_state_at(table: np.ndarray | None, timestamp_us: int) -> np.ndarray | None:
-    """(speed, acceleration, yaw rate) interpolated in a :func:`can_pose_table` at a time; None
+def can_twist_at(table: np.ndarray | None, timestamp_us: int) -> tuple[float, float] | None:
+    """(speed, yaw rate) of the newest :func:`can_pose_table` message at or before a time; None
     outside the table (or without one)."""
     if table is None or not table[0, 0] <= timestamp_us <= table[-1, 0]:
         return None
-    return np.array([np.interp(timestamp_us, table[:, 0], table[:, i]) for i in (1, 2, 3)])
+    newest = int(np.searchsorted(table[:, 0], timestamp_us, side="right")) - 1
+    return float(table[newest, 1]), float(table[newest, 3])
 
 
 def can_pose_table(can_bus, scene_name: str) -> np.ndarray | None:
@@ -385,16 +384,6 @@ def can_pose_table(can_bus, scene_name: str) -> np.ndarray | None:
         ],
         dtype=np.float64,
     )
-
-
-def _chain(nusc, data: dict, direction: str, count: int) -> list[dict]:
-    found = []
-    for _ in range(count):
-        if not data[direction]:
-            break
-        data = nusc.get("sample_data", data[direction])
-        found.append(data)
-    return found
 
 
 def _apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:

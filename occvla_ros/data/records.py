@@ -12,7 +12,7 @@ for many records): no pickle anywhere. Paths are absolute, so a record stands al
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,9 @@ class KeyframeRecord:
     # Previous keyframes' ego positions, oldest first, in the ego frame.
     past_ego: np.ndarray  # [P, 2]
     past_mask: np.ndarray  # bool [P], False before the scene start
-    # FUTURE-DERIVED: the +-2 m rule on the ground-truth end point (labels.driving_command).
+    # High-level driving command: from the route where the dataset annotates it (the synthetic
+    # world), else FUTURE-DERIVED by the +-2 m rule on the ground-truth end point
+    # (labels.driving_command); ``command_is_future_derived`` says which.
     command: str
     # Meta-action text from labels.label_meta_action; "" when no future keyframe exists.
     meta_action: str
@@ -78,7 +80,9 @@ class KeyframeRecord:
     occupancy_path: str | None  # Occ3D labels.npz, None when absent
     qa: tuple[tuple[str, str], ...]  # OmniDrive (question, answer) pairs
     description: str | None = None  # OmniDrive scene description
-    command_is_future_derived: bool = field(default=True, init=False)
+    command_is_future_derived: bool = True
+    # The synthetic world's situation label (world_annotations.SITUATIONS), "" where unknown.
+    situation: str = ""
 
     def __post_init__(self) -> None:
         shapes = {
@@ -119,9 +123,7 @@ _ARRAY_FIELDS = (
 )
 _AGENT_ARRAYS = ("step", "center_ego", "center_lidar", "yaw_ego", "yaw_lidar", "size")
 _JSON_FIELDS = tuple(
-    f.name
-    for f in fields(KeyframeRecord)
-    if f.init and f.name not in _ARRAY_FIELDS and f.name != "agents"
+    f.name for f in fields(KeyframeRecord) if f.name not in _ARRAY_FIELDS and f.name != "agents"
 )
 
 

@@ -427,8 +427,15 @@ class PlannerNode(Node):
             and self.planner.has_occupancy
             and self.occupancy_publisher.get_subscription_count() > 0
         )
+        # The past trajectory from the odometry history, as the loader's past_ego (runtime.ego).
+        past = ego.past_trajectory if self.planner.num_past else None
         plan = self.planner.plan(
-            frames, ego.as_array(), command=command, with_occupancy=with_occupancy
+            frames,
+            ego.as_array(),
+            command=command,
+            with_occupancy=with_occupancy,
+            past_trajectory=past,
+            past_mask=ego.past_mask if past is not None else None,
         )
         odometry_frame = self.params["trajectory_frame"] == "odometry"
         header = Header(

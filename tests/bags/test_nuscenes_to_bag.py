@@ -20,6 +20,7 @@ from occvla_ros.constants import (
 from occvla_ros.data.nuscenes_loader import load_records
 from occvla_ros.errors import ConfigError, DataError
 from occvla_ros.geometry import quat_wxyz_to_yaw
+from occvla_ros.runtime.ego import EgoStateEstimator, OdometrySample
 
 SCENE = "scene-0061"
 
@@ -60,6 +61,20 @@ def stamp_ns(header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
+def odometry_sample(message) -> OdometrySample:
+    """What the planner node takes from a nav_msgs/Odometry message."""
+    pose, twist = message.pose.pose, message.twist.twist
+    q = pose.orientation
+    return OdometrySample(
+        stamp_ns(message.header),
+        twist.linear.x,
+        twist.angular.z,
+        (pose.position.x, pose.position.y, pose.position.z),
+        (q.w, q.x, q.y, q.z),
+        message.header.frame_id,
+    )
+
+
 @pytest.fixture(scope="module")
 def converted(synthetic_dataroot, tmp_path_factory):
     bag = tmp_path_factory.mktemp("bags") / "scene"
@@ -93,19 +108,32 @@ def test_odometry_follows_the_ego_poses_and_gt_paths_the_loader(converted, synth
     poses = {p["token"]: p for p in t["ego_pose"]}
     front = scene_camera_data(synthetic_dataroot, SCENE)["CAM_FRONT"]
     odometry = messages["/odom"]
-    assert len(odometry) == len(front) == len(messages["/tf"])
-    for (_, message), data in zip(odometry, front, strict=True):
+    # The first pose has no predecessor, so no twist: it is on /tf only.
+    assert len(odometry) == len(front) - 1 == len(messages["/tf"]) - 1
+    for (_, message), data in zip(odometry, front[1:], strict=True):
         pose = poses[data["ego_pose_token"]]
         position = message.pose.pose.position
         np.testing.assert_allclose([position.x, position.y], pose["translation"][:2])
         assert message.header.frame_id == "map" and message.child_frame_id == "base_link"
     records = load_records(synthetic_dataroot, "v1.0-mini", "all", scene_names=[SCENE])
-    # At keyframes the twist equals the loader's differenced ego state (same CAM_FRONT window).
-    by_stamp = {stamp_ns(m.header): m for _, m in odometry}
+    # The node's ego state and past trajectory from the bag's odometry are the loader's.
+    estimator = EgoStateEstimator(tolerance_ns=20_000_000)
+    pending = list(odometry)
     for record in records:
-        twist = by_stamp[record.timestamp_us * 1000].twist.twist
-        assert twist.linear.x == pytest.approx(record.ego_state[0], abs=1e-6)
-        assert twist.angular.z == pytest.approx(record.ego_state[2], abs=1e-6)
+        stamp = record.timestamp_us * 1000
+        while pending and stamp_ns(pending[0][1].header) <= stamp:
+            estimator.add(odometry_sample(pending.pop(0)[1]))
+        state = estimator.state_at(stamp)
+        if record is records[0]:
+            assert state is None  # no odometry yet: the node skips the set
+            continue
+        np.testing.assert_allclose(state.as_array(), record.ego_state, rtol=0, atol=1e-5)
+        # The scene's first pose (no odometry message) is the one past position it lacks.
+        first = record.past_mask & ~state.past_mask
+        assert first.sum() <= 1 and (not first.any() or first[np.argmax(record.past_mask)])
+        np.testing.assert_allclose(
+            state.past_trajectory[state.past_mask], record.past_ego[state.past_mask], atol=1e-9
+        )
     paths = messages[GROUND_TRUTH_TOPIC]
     with_future = [r for r in records if r.future_mask.any()]
     assert len(paths) == len(with_future) == report.messages[GROUND_TRUTH_TOPIC]
@@ -141,7 +169,9 @@ def test_humble_sqlite3_bag_reads_back_with_rosbags(synthetic_dataroot, tmp_path
     front = camera_image_topic("CAM_FRONT")
     image_stamps = [stamp for stamp, topic in first_index if topic == front]
     assert len(image_stamps) > 5
-    assert all(first_index[(s, "/odom")] < first_index[(s, front)] for s in image_stamps)
+    # (The scene's first instant has no odometry: its pose has no twist yet.)
+    assert (image_stamps[0], "/odom") not in first_index
+    assert all(first_index[(s, "/odom")] < first_index[(s, front)] for s in image_stamps[1:])
     keyframes = sum(
         d["is_key_frame"] for d in scene_camera_data(synthetic_dataroot, SCENE)["CAM_BACK"]
     )
@@ -257,7 +287,8 @@ def test_odometry_twist_comes_from_the_can_bus_when_it_covers_the_scene(can_bus_
     assert len(odometry) > 20
     for _, message in odometry:
         twist = message.twist.twist
-        assert twist.linear.x == pytest.approx(
-            can_speed_at(stamp_ns(message.header) // 1000, start_us)
-        )
+        # The newest CAN message at or before the pose (messages every 20 ms from start_us).
+        stamp_us = stamp_ns(message.header) // 1000
+        newest_us = start_us + (stamp_us - start_us) // 20_000 * 20_000
+        assert twist.linear.x == pytest.approx(can_speed_at(newest_us, start_us))
         assert twist.angular.z == pytest.approx(CAN_YAW_RATE)

@@ -22,7 +22,8 @@ COMMON = {
     "token": str, "pixel_values": (torch.float32, (6, 3, SIZE, SIZE)),
     "ego_state": (torch.float32, (3,)), "command": str, "meta_action": (torch.int64, ()),
     "meta_action_text": str, "trajectory": (torch.float32, (6, 2)),
-    "trajectory_mask": (torch.bool, (6,)),
+    "trajectory_mask": (torch.bool, (6,)), "past_trajectory": (torch.float32, (4, 2)),
+    "past_mask": (torch.bool, (4,)), "situation": str,
 }  # fmt: skip
 STAGE_KEYS = {
     "qa": {"question": str, "answer": str},
@@ -32,7 +33,6 @@ STAGE_KEYS = {
     "planning": {},
     "evaluation": {
         "scene_name": str, "trajectory_lidar": (torch.float32, (6, 2)),
-        "past_trajectory": (torch.float32, (4, 2)), "past_mask": (torch.bool, (4,)),
         "lidar_to_ego": (torch.float32, (4, 4)),
     },
 }  # fmt: skip

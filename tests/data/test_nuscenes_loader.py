@@ -138,7 +138,62 @@ def world_velocity(world, t: float, h: float = 0.01) -> float:
     return float(velocity @ [math.cos(now[2]), math.sin(now[2])])
 
 
-def test_ego_state_from_differencing_matches_the_generated_motion(records):
+def odometry_chain(dataroot: Path, keyframe_token: str) -> list[dict]:
+    """The CAM_FRONT sample_data of a keyframe and every one before it, oldest first, from the
+    raw tables."""
+
+    def table(name):
+        return json.loads((dataroot / VERSION / f"{name}.json").read_text())
+
+    sensors = {row["token"]: row["channel"] for row in table("sensor")}
+    channel_of = {row["token"]: sensors[row["sensor_token"]] for row in table("calibrated_sensor")}
+    data = {row["token"]: row for row in table("sample_data")}
+    poses = {row["token"]: row for row in table("ego_pose")}
+    current = next(
+        row
+        for row in data.values()
+        if row["sample_token"] == keyframe_token
+        and row["is_key_frame"]
+        and channel_of[row["calibrated_sensor_token"]] == "CAM_FRONT"
+    )
+    chain = [current]
+    while chain[-1]["prev"]:
+        chain.append(data[chain[-1]["prev"]])
+    for row in chain:
+        row["pose"] = poses[row["ego_pose_token"]]
+    return chain[::-1]
+
+
+def independent_causal_state(chain: list[dict], can_speed=None, can_yaw_rate=None) -> list[float]:
+    """Speed and yaw rate of the newest sample, each from its pose step since its predecessor (or
+    the CAN bus functions of a time), acceleration over the newest sample 0.5 s or more older."""
+    samples = []  # (time us, speed, yaw rate)
+    for before, row in zip([None, *chain[:-1]], chain, strict=True):
+        t = row["timestamp"]
+        if can_speed is not None:
+            samples.append((t, can_speed(t), can_yaw_rate(t)))
+            continue
+        if before is None:
+            continue  # no predecessor: no twist
+        yaw = Quaternion(row["pose"]["rotation"]).yaw_pitch_roll[0]
+        yaw_before = Quaternion(before["pose"]["rotation"]).yaw_pitch_roll[0]
+        dt = (t - before["timestamp"]) / 1e6
+        dx = row["pose"]["translation"][0] - before["pose"]["translation"][0]
+        dy = row["pose"]["translation"][1] - before["pose"]["translation"][1]
+        turn = math.remainder(yaw - yaw_before, 2 * math.pi)
+        samples.append((t, (dx * math.cos(yaw) + dy * math.sin(yaw)) / dt, turn / dt))
+    if not samples:
+        return [0.0, 0.0, 0.0]
+    now, speed, yaw_rate = samples[-1]
+    old = [sample for sample in samples if sample[0] <= now - 500_000] or samples[:1]
+    then, old_speed, _ = old[-1]
+    accel = (speed - old_speed) / ((now - then) / 1e6) if then < now else 0.0
+    return [speed, accel, yaw_rate]
+
+
+def test_ego_state_is_causal_and_matches_an_independent_computation(records, synthetic_dataroot):
+    """Only poses at or before the keyframe: the same numbers as a computation that never reads
+    a later pose; close to the generator's own motion half a camera frame earlier."""
     from occvla_ros.data.synth.world import build_world
     from tests.conftest import SYNTHETIC_DEFAULTS
 
@@ -148,26 +203,53 @@ def test_ego_state_from_differencing_matches_the_generated_motion(records):
             SYNTHETIC_DEFAULTS["seed"], SCENE_INDEX[scene], SYNTHETIC_DEFAULTS["scene_duration_s"]
         )
         start = split_records[0].timestamp_us
-        for record in split_records[1:-1]:  # central differences only
+        for record in split_records:
             assert record.ego_state_source == EGO_STATE_FROM_EGO_POSE
+            chain = odometry_chain(synthetic_dataroot, record.token)
+            assert chain[-1]["timestamp"] == record.timestamp_us
+            np.testing.assert_allclose(
+                record.ego_state, independent_causal_state(chain), rtol=0, atol=1e-9
+            )
             t = (record.timestamp_us - start) * 1e-6
-            speed, accel, yaw_rate = record.ego_state
-            assert speed == pytest.approx(world_velocity(world, t), abs=0.03)
-            h = 0.1
-            world_accel = (world_velocity(world, t + h) - world_velocity(world, t - h)) / (2 * h)
-            assert accel == pytest.approx(world_accel, abs=0.3)
-            # The loader differences the 12 Hz camera-sweep poses: +-1/12 s around the keyframe.
-            window = 1.0 / 12.0
-            yaw_change = world.ego_pose(t + window)[2] - world.ego_pose(t - window)[2]
-            assert yaw_rate == pytest.approx(yaw_change / (2 * window), abs=1e-3)
-            instant = (world.ego_pose(t + 0.01)[2] - world.ego_pose(t - 0.01)[2]) / 0.02
-            assert yaw_rate == pytest.approx(instant, abs=0.05)
+            if t > 0:  # a backward difference over the last 1/12 s is the speed 1/24 s ago
+                lag = 1.0 / 24.0
+                assert record.ego_state[0] == pytest.approx(
+                    world_velocity(world, t - lag), abs=0.05
+                )
+
+
+def test_a_scene_starts_without_ego_history(records):
+    """Without CAN data the first keyframe has no earlier pose: no speed can be known."""
+    for split_records in records.values():
+        np.testing.assert_array_equal(split_records[0].ego_state, np.zeros(3))
+
+
+def test_command_and_situation_come_from_the_route_annotation(records, synthetic_dataroot):
+    for split_records in records.values():
+        scene = split_records[0].scene_name
+        path = synthetic_dataroot / "world" / f"{scene}.json"
+        annotation = json.loads(path.read_text())["keyframes"]
+        assert len(annotation) == len(split_records)
+        for record in split_records:
+            assert record.command == annotation[record.token]["command"]
+            assert record.situation == annotation[record.token]["situation"]
+            assert not record.command_is_future_derived
+
+
+def test_without_route_annotations_the_command_is_future_derived(synthetic_dataroot, tmp_path):
+    dataroot = tmp_path / "nuscenes"
+    dataroot.mkdir()
+    for child in synthetic_dataroot.iterdir():
+        if child.name != "world":
+            (dataroot / child.name).symlink_to(child)
+    for record in load_records(dataroot, VERSION, "mini_val"):
+        assert record.command == labels.driving_command(record.future_ego, record.future_mask)
+        assert record.command_is_future_derived
+        assert record.situation == ""
 
 
 def test_labels_follow_the_label_rules(records):
     for record in records["mini_train"]:
-        assert record.command == labels.driving_command(record.future_ego, record.future_mask)
-        assert record.command_is_future_derived
         if record.has_future:
             expected = labels.label_meta_action(
                 record.future_ego, record.future_mask, record.ego_state[0]
@@ -232,10 +314,20 @@ def test_can_bus_expansion_is_used_when_present(can_bus_dataroot):
     """A dataroot with a CAN bus folder: pose messages for scene-0061, none for scene-0103."""
     dataroot, start_us = can_bus_dataroot
     train = load_records(dataroot, VERSION, "mini_train")
+
+    def newest_message_speed(t_us):  # CAN pose messages every 20 ms from start_us
+        return can_speed_at(start_us + (t_us - start_us) // 20_000 * 20_000, start_us)
+
     for record in train:
         assert record.ego_state_source == EGO_STATE_FROM_CAN_BUS
-        expected = [can_speed_at(record.timestamp_us, start_us), CAN_ACCELERATION, CAN_YAW_RATE]
-        np.testing.assert_allclose(record.ego_state, expected, atol=1e-6)
+        chain = odometry_chain(dataroot, record.token)
+        expected = independent_causal_state(chain, newest_message_speed, lambda t: CAN_YAW_RATE)
+        np.testing.assert_allclose(record.ego_state, expected, rtol=0, atol=1e-9)
+        assert record.ego_state[0] == pytest.approx(can_speed_at(record.timestamp_us, start_us))
+        if record.timestamp_us - start_us >= 500_000:  # a full window: the ramp's slope
+            assert record.ego_state[1] == pytest.approx(CAN_ACCELERATION, rel=0.05)
+    # The last keyframe reads the full acceleration, not half of it (no one-sided derivative).
+    assert train[-1].ego_state[1] == pytest.approx(CAN_ACCELERATION, rel=0.05)
     val = load_records(dataroot, VERSION, "mini_val")
     assert {r.ego_state_source for r in val} == {EGO_STATE_FROM_EGO_POSE}
 

@@ -2,7 +2,8 @@
 
 Layout under ``output_dir`` (the same as real data, see docs/synthetic-world.md):
 ``<version>/*.json``, ``samples/<CH>/``, ``sweeps/<CH>/``, ``maps/<token>.png``,
-``gts/<scene>/<sample_token>/labels.npz``, ``omnidrive/{vqa,desc,keywords}/<split>/<token>.json``.
+``gts/<scene>/<sample_token>/labels.npz``, ``omnidrive/{vqa,desc,keywords}/<split>/<token>.json``,
+``world/<scene>.json`` (route command, situation and world state per keyframe).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from occvla_ros.constants import (
     LIDAR_NAME,
     OCC_CLASS_ID,
 )
-from occvla_ros.data.synth import omnidrive
+from occvla_ros.data import world_annotations
+from occvla_ros.data.synth import omnidrive, situation
 from occvla_ros.data.synth.config import SynthConfig
 from occvla_ros.data.synth.lidar import LidarScanner
 from occvla_ros.data.synth.nuscenes_writer import NuScenesTables, visibility_token
@@ -213,6 +215,7 @@ class _SceneWriter:
         )
         step = 1 if config.camera_sweeps else FRAMES_PER_KEYFRAME
         annotations: dict[int, list[dict]] = {}
+        keyframe_worlds: dict[str, world_annotations.KeyframeWorld] = {}
         for frame in range(0, (keyframes - 1) * FRAMES_PER_KEYFRAME + 1, step):
             t = frame / CAMERA_SWEEP_HZ
             at = _Frame(
@@ -233,10 +236,12 @@ class _SceneWriter:
                     end = (keyframes - 1) / KEYFRAME_HZ
                     facts = omnidrive.keyframe_facts(world, t, scene_end_s=end)
                     self._write_qa(split, sample_tokens[k], facts)
+                    keyframe_worlds[sample_tokens[k]] = situation.keyframe_world(world, t)
             if progress is not None:
                 progress(1)
         for records in scene.records.values():
             tables.link_chain(records)
+        world_annotations.write_scene(self.root, name, keyframe_worlds)
         self._instances(scene_index, world, annotations)
         tables.add(
             "scene",
@@ -452,8 +457,10 @@ def _describe(world: World) -> str:
     parts = [f"synthetic drive; intersections: {', '.join(turns) or 'none'}"]
     if world.lead_index is not None:
         parts.append("following a lead vehicle")
-    if world.ego.holds:
-        parts.append("stops at a stop line")
+    for kind in sorted({kind for _, _, kind in world.ego.holds}):
+        parts.append(f"stops for a {kind}" if kind != "yield" else "yields to a pedestrian")
+    if world.obstacles:
+        parts.append("an obstacle in the road")
     if world.ego.lane_changes:
         parts.append(f"{len(world.ego.lane_changes)} lane change(s)")
     return "; ".join(parts)

@@ -21,11 +21,13 @@ LATERAL_ACCEL = 2.2  # m/s^2 allowed in curves
 
 @dataclass
 class StopRule:
-    """Stop with the front at ``s_line`` for ``dwell_s`` seconds, then go on."""
+    """Stop with the front at ``s_line`` for ``dwell_s`` seconds, then go on; a red light
+    (``green_at`` set) holds the car until that time instead and is gone from then on."""
 
     s_line: float
     dwell_s: float
     brake_decel: float = 1.3  # m/s^2: braking starts when this much deceleration is needed
+    green_at: float | None = None  # s: when a red light turns green
 
 
 @dataclass
@@ -95,9 +97,13 @@ def drive(
             if to_line < -1.0:
                 released.add(index)  # passed it (started beyond it)
                 continue
+            green = rule.green_at is not None and times[k] >= rule.green_at
+            if green and index not in hold_started:
+                released.add(index)
+                continue
             if speed < 0.05 and to_line < 1.0:
                 started = hold_started.setdefault(index, float(times[k]))
-                if times[k] - started >= rule.dwell_s:
+                if green or (rule.green_at is None and times[k] - started >= rule.dwell_s):
                     released.add(index)
                     holds.append((started, float(times[k]), index))
                     continue
@@ -152,20 +158,6 @@ def _leader_speed(leader: Leader, k: int, dt: float) -> float:
     if k + 1 < len(leader.s):
         return float(leader.s[k + 1] - leader.s[k]) / dt
     return 0.0
-
-
-def cruise_targets(
-    rng: np.random.Generator, times: np.ndarray, speeds: tuple[float, ...]
-) -> np.ndarray:
-    """Desired speed steps [T]: a new random choice of ``speeds`` every 4-9 s."""
-    targets = np.empty(len(times))
-    next_change, target = 0.0, float(rng.choice(speeds))
-    for k, t in enumerate(times):
-        if t >= next_change:
-            target = float(rng.choice(speeds))
-            next_change = t + float(rng.uniform(4.0, 9.0))
-        targets[k] = target
-    return targets
 
 
 def smooth_targets(targets: np.ndarray, dt: float, rate: float) -> np.ndarray:

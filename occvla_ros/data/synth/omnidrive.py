@@ -79,7 +79,7 @@ class KeyframeFacts:
     lane_change: str | None  # "left" | "right" when one is under way or starts within 3 s
     stopped_at_line: bool
     pedestrian_ahead: AgentFact | None  # a pedestrian on the ego's path within 12 m
-    pulling_over: bool  # the ego stops at the kerb within 3.5 s or is waiting there
+    control: str | None  # the next intersection's "red light" | "green light" | "stop sign"
 
 
 def planning_answer(future_xy: np.ndarray) -> str:
@@ -142,8 +142,15 @@ def keyframe_facts(world: World, t: float, scene_end_s: float) -> KeyframeFacts:
         if start - 3.0 <= t <= start + 4.0:
             lane_change = "left" if to_d > from_d else "right"
     stopped = any(
-        start - 0.5 <= t <= end and kind == "stop line" for start, end, kind in world.ego.holds
+        start - 0.5 <= t <= end and kind in ("red light", "stop sign")
+        for start, end, kind in world.ego.holds
     )
+    control = None
+    if ahead is not None:
+        found = next(c for c in world.controls if c.intersection is ahead)
+        control = found.kind if found.kind == "stop sign" else "red light"
+        if found.kind == "light" and not found.red(t):
+            control = "green light"
     k = min(round(t / (world.times[1] - world.times[0])), len(world.times) - 1)
     return KeyframeFacts(
         speed=world.ego_speed(t),
@@ -156,9 +163,7 @@ def keyframe_facts(world: World, t: float, scene_end_s: float) -> KeyframeFacts:
         intersection=intersection,
         lane_change=lane_change,
         stopped_at_line=stopped,
-        pulling_over=any(
-            start - 3.5 <= t <= end and kind == "pull over" for start, end, kind in world.ego.holds
-        ),
+        control=control,
         pedestrian_ahead=next(
             (
                 a
@@ -177,12 +182,12 @@ def reason(facts: KeyframeFacts, action: MetaAction) -> str:
     if action.speed in ("stop", "decelerate"):
         if facts.pedestrian_ahead is not None:
             parts.append("a pedestrian is crossing in front of it")
-        elif facts.pulling_over:
-            parts.append("it pulls over at the kerb")
         elif lead is not None and lead.x < 30 and (lead.speed < 0.5 or facts.lead_braking):
             parts.append(f"the {lead.word} ahead is {'stopped' if lead.speed < 0.5 else 'braking'}")
-        elif facts.intersection is not None and facts.intersection[0] < 35:
-            parts.append("there is a stop line at the intersection ahead")
+        elif facts.control == "red light":
+            parts.append("the traffic light ahead is red")
+        elif facts.control == "stop sign":
+            parts.append("there is a stop sign at the intersection ahead")
         elif action.direction.startswith("turn"):
             parts.append("the turn ahead needs a lower speed")
         else:
@@ -313,6 +318,10 @@ def _road_answer(facts: KeyframeFacts) -> str:
         distance, turn = facts.intersection
         route = "goes straight through it" if turn == "straight" else f"turns {turn} there"
         text = f"There is an intersection {distance:.0f} meters ahead; the route {route}."
+        if facts.control == "stop sign":
+            text += " It has a stop sign."
+        elif facts.control is not None:
+            text += f" Its traffic light is {facts.control.split()[0]}."
     if facts.stopped_at_line:
         text += " The ego car is waiting at the stop line."
     return text

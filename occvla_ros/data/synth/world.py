@@ -21,6 +21,8 @@ from occvla_ros.data.synth.roads import (
     PARKING_LANE_M,
     ROAD_HALF_WIDTH_M,
     SIDEWALK_WIDTH_M,
+    TURN_RADIUS_M,
+    Intersection,
     Path,
     Ribbon,
     Route,
@@ -30,8 +32,15 @@ from occvla_ros.data.synth.roads import (
 SIM_DT_S = 0.05
 FUTURE_MARGIN_S = 4.0  # the world runs on past the scene so the 3 s planning future exists
 LANE_CHANGE_S = 3.0
-STEER_IN_LENGTH_M = 12.0  # a lane change while braking to a stop, over distance
 EGO_FRONT_M = 3.6  # ego origin (rear axle) to front bumper
+EGO_CRUISE_MPS = 11.0  # one speed limit everywhere: the ego's speed is never a hidden choice
+# The route command names the next intersection's turn from this far before its stop line; a
+# lane change the turn needs starts then.
+COMMAND_DISTANCE_M = 50.0
+OBSTACLE_REACT_M = 50.0  # the ego starts changing lanes this far before a blocking obstacle
+STOP_SIGN_DWELL_S = 2.0
+RED = (40, 40, 235)  # BGR
+GREEN = (90, 215, 60)
 RASTER_RESOLUTION_M = 0.25
 SIDEWALK_CENTRE_M = ROAD_HALF_WIDTH_M + SIDEWALK_WIDTH_M / 2
 
@@ -109,6 +118,7 @@ class Part:
     center: tuple[float, float, float]
     half: tuple[float, float, float]
     color: tuple[float, float, float]
+    lit_color: tuple[float, float, float] | None = None  # a brake light's colour while braking
 
 
 @dataclass
@@ -119,12 +129,13 @@ class Agent:
     occ_class: int
     size: tuple[float, float, float]  # nuScenes (width, length, height)
     parts: list[Part]
-    role: str  # lead | oncoming | cross | parked | pedestrian | cone | barrier
+    role: str  # lead | oncoming | cross | parked | obstacle | pedestrian | cone | barrier
     x: np.ndarray
     y: np.ndarray
     yaw: np.ndarray
     speed: np.ndarray
     active: np.ndarray  # bool: present in the world at that time
+    braking: np.ndarray | None = None  # bool [T]: brake lights on
 
     @property
     def is_vehicle(self) -> bool:
@@ -151,7 +162,32 @@ class EgoMotion:
     s: np.ndarray  # route arc length
     d: np.ndarray  # lateral offset from the route centre line
     lane_changes: list[tuple[float, float, float]]  # (start time, from d, to d)
-    holds: list[tuple[float, float, str]]  # (start, end, "stop line" | "yield") of stops
+    holds: list[tuple[float, float, str]]  # (start, end, "red light" | "stop sign" | "yield")
+
+
+@dataclass(frozen=True)
+class TrafficControl:
+    """What governs the ego's approach to an intersection: a traffic light, red until
+    ``green_at`` (None: green throughout), or a stop sign."""
+
+    kind: str  # "light" | "stop sign"
+    intersection: Intersection
+    green_at: float | None = None
+
+    def red(self, t: float) -> bool:
+        return self.kind == "light" and self.green_at is not None and t < self.green_at
+
+
+@dataclass(frozen=True)
+class Obstacle:
+    """Something standing in one of the ego direction's lanes between route positions
+    ``s_begin`` and ``s_end``; ``change_start`` is when the ego starts changing lanes for it
+    (None when it is in the other lane)."""
+
+    s_begin: float
+    s_end: float
+    lane: float
+    change_start: float | None
 
 
 @dataclass
@@ -166,6 +202,8 @@ class World:
     raster: np.ndarray  # [H, W] uint8 Occ3D ground classes
     raster_origin: np.ndarray  # [2] global xy of raster pixel (0, 0)
     lead_index: int | None
+    controls: list[TrafficControl]
+    obstacles: list[Obstacle]
 
     def _grid(self, t: float) -> tuple[int, float]:
         position = min(max(t / SIM_DT_S, 0.0), len(self.times) - 1.000001)
@@ -212,17 +250,35 @@ class World:
                 axis=-1,
             )
             count = len(agent.parts)
+            lit = agent.braking is not None and bool(agent.braking[self._grid(t)[0]])
+            colors = [p.lit_color if lit and p.lit_color else p.color for p in agent.parts]
             sets.append(
                 BoxSet(
                     centers,
                     np.array([p.half for p in agent.parts]),
                     np.full(count, states["yaw"][index]),
-                    np.array([p.color for p in agent.parts], dtype=np.float64),
+                    np.array(colors, dtype=np.float64),
                     np.full(count, agent.occ_class),
                     np.full(count, index),
                 )
             )
-        return BoxSet.concat(sets) if sets else BoxSet.empty()
+        sets.append(self.signal_lamps(t))
+        return BoxSet.concat(sets)
+
+    def signal_lamps(self, t: float) -> BoxSet:
+        """The traffic lights' lamp heads, red or green at time ``t`` (scenery: owner -1)."""
+        lights = [c for c in self.controls if c.kind == "light"]
+        if not lights:
+            return BoxSet.empty()
+        centers = np.array([_lamp_centre(c.intersection) for c in lights])
+        return BoxSet(
+            centers,
+            np.tile(LAMP_HALF_M, (len(lights), 1)),
+            np.array([c.intersection.approach_heading for c in lights]),
+            np.array([RED if c.red(t) else GREEN for c in lights], dtype=np.float64),
+            np.full(len(lights), OCC_CLASS_ID["manmade"]),
+            np.full(len(lights), -1),
+        )
 
     def ground_class(self, xy: np.ndarray) -> np.ndarray:
         """Occ3D ground class at global points [..., 2] (terrain outside the raster)."""
@@ -253,8 +309,11 @@ def build_world(seed: int, scene_index: int, duration_s: float) -> World:
     strips, dashes = _ground_geometry(ribbons)
     raster, origin = _rasterise(strips)
     static = _scenery(rng, ribbons, raster, origin)
-    ego, lead = _drive_ego(rng, times, route, s_start)
+    controls = _traffic_controls(rng, route, s_start)
+    static = BoxSet.concat([static, _control_scenery(controls)])
+    ego, lead, obstacles = _drive_ego(rng, times, route, s_start, controls)
     agents = [lead] if lead is not None else []
+    agents += [agent for obstacle in obstacles for agent in obstacle[1]]
     agents += _oncoming(rng, times, route, s_start)
     agents += _parked(rng, times, route, ego)
     agents += _cross_traffic(rng, times, route, ego)
@@ -271,6 +330,8 @@ def build_world(seed: int, scene_index: int, duration_s: float) -> World:
         raster=raster,
         raster_origin=origin,
         lead_index=0 if lead is not None else None,
+        controls=controls,
+        obstacles=[obstacle for obstacle, _ in obstacles],
     )
 
 
@@ -587,32 +648,125 @@ def _path_agent(
     )
 
 
+LAMP_HALF_M = (0.3, 0.7, 0.7)  # a lamp head 1.4 m wide and high, facing the approach
+_POLE_COLOR = (70, 70, 75)
+
+
+def _lamp_centre(intersection: Intersection) -> tuple[float, float, float]:
+    """Over the ego direction's lanes on the far side of the crossing road, 5.5 m up: in view of
+    the front camera from far away and while waiting at the stop line."""
+    heading = intersection.approach_heading
+    forward = np.array([math.cos(heading), math.sin(heading)])
+    right = np.array([math.sin(heading), -math.cos(heading)])
+    xy = intersection.centre + (ROAD_HALF_WIDTH_M + 1.0) * forward + 3.5 * right
+    return (float(xy[0]), float(xy[1]), 5.5)
+
+
+def _traffic_controls(
+    rng: np.random.Generator, route: Route, s_start: float
+) -> list[TrafficControl]:
+    """A traffic light (65 %) or a stop sign at every intersection. A light is green throughout
+    (40 %) or red until 2-14 s after the ego would arrive at cruise speed, so that the ego usually
+    meets it red and waits."""
+    controls = []
+    for intersection in route.intersections:
+        if rng.random() < 0.35:
+            controls.append(TrafficControl("stop sign", intersection))
+            continue
+        green_at = None
+        if rng.random() < 0.6:
+            arrival = (intersection.s_stop_line - s_start) / EGO_CRUISE_MPS
+            green_at = float(arrival + rng.uniform(2.0, 14.0))
+        controls.append(TrafficControl("light", intersection, green_at))
+    return controls
+
+
+def _control_scenery(controls: list[TrafficControl]) -> BoxSet:
+    """Static parts of the controls: a light's pole and arm, a stop sign on its post."""
+    boxes = []  # (centre xyz, half xyz, yaw, colour)
+    for control in controls:
+        intersection = control.intersection
+        heading = intersection.approach_heading
+        forward = np.array([math.cos(heading), math.sin(heading)])
+        right = np.array([math.sin(heading), -math.cos(heading)])
+        if control.kind == "light":
+            base = intersection.centre + (ROAD_HALF_WIDTH_M + 1.0) * forward
+            pole = base + (ROAD_HALF_WIDTH_M + 1.0) * right
+            arm = base + (ROAD_HALF_WIDTH_M + 1.0) / 2 * right
+            boxes.append(((*pole, 3.25), (0.15, 0.15, 3.25), heading, _POLE_COLOR))
+            arm_half = (0.1, (ROAD_HALF_WIDTH_M + 1.0) / 2, 0.1)
+            boxes.append(((*arm, 6.3), arm_half, heading, _POLE_COLOR))
+        else:
+            # On the right kerb just before the stop line, facing the approach.
+            start = intersection.centre - (TURN_RADIUS_M + 1.5) * forward
+            post = start + (ROAD_HALF_WIDTH_M + 0.6) * right
+            boxes.append(((*post, 1.2), (0.06, 0.06, 1.2), heading, _POLE_COLOR))
+            boxes.append(((*post, 2.75), (0.05, 0.55, 0.55), heading, RED))
+            boxes.append(((*post, 2.75), (0.07, 0.42, 0.12), heading, WHITE_PAINT))
+    if not boxes:
+        return BoxSet.empty()
+    centers, halves, yaws, colors = zip(*boxes, strict=True)
+    return BoxSet(
+        np.array(centers, dtype=np.float64),
+        np.array(halves, dtype=np.float64),
+        np.array(yaws, dtype=np.float64),
+        np.array(colors, dtype=np.float64),
+        np.full(len(boxes), OCC_CLASS_ID["manmade"], dtype=np.int64),
+        np.full(len(boxes), -1, dtype=np.int64),
+    )
+
+
+def _stop_rules(controls: list[TrafficControl]) -> tuple[list[motion.StopRule], list[str]]:
+    """Stop rules (and their kinds) of the red lights and stop signs for a car."""
+    rules, kinds = [], []
+    for control in controls:
+        line = control.intersection.s_stop_line
+        if control.kind == "stop sign":
+            rules.append(motion.StopRule(line, STOP_SIGN_DWELL_S))
+            kinds.append("stop sign")
+        elif control.green_at is not None:
+            rules.append(motion.StopRule(line, 0.0, green_at=control.green_at))
+            kinds.append("red light")
+    return rules, kinds
+
+
+def _brake_lights(parts: list[Part], size: tuple) -> list[Part]:
+    """``parts`` plus two rear lamps, dark red, bright while braking."""
+    w, length, _ = size
+    lamps = [
+        Part((-length / 2 - 0.03, side * 0.33 * w, 0.9), (0.05, 0.22, 0.12), (30, 30, 110), RED)
+        for side in (-1.0, 1.0)
+    ]
+    return [*parts, *lamps]
+
+
 def _drive_ego(
-    rng: np.random.Generator, times: np.ndarray, route: Route, s_start: float
-) -> tuple[EgoMotion, Agent | None]:
-    """The ego's speed profile (IDM), lanes, and an optional lead vehicle it follows."""
+    rng: np.random.Generator,
+    times: np.ndarray,
+    route: Route,
+    s_start: float,
+    controls: list[TrafficControl],
+) -> tuple[EgoMotion, Agent | None, list[tuple[Obstacle, list[Agent]]]]:
+    """The ego's speed profile (IDM at one cruise speed), lanes, an optional lead vehicle it
+    follows and the obstacles in its lanes. Every stop and lane change has a visible cause: a red
+    light, a stop sign, a braking leader, a pedestrian crossing after a turn, an obstacle; or the
+    route command (the lane a turn needs)."""
     path = route.path
     limit_s = np.arange(0.0, path.length, 1.0)
     limit_speed = motion.curve_speed_limit(path.pose(limit_s)[2])
     dt = SIM_DT_S
-
-    def stops() -> list[motion.StopRule]:
-        return [
-            motion.StopRule(i.s_stop_line, float(rng.uniform(1.5, 4.0)))
-            for i in route.intersections
-            if rng.random() < 0.5
-        ]
-
     lead = None
     leader = None
-    start_speed = float(rng.choice([0.0, 5.0, 9.0, 12.0]))
+    start_speed = float(rng.choice([0.0, 6.0, EGO_CRUISE_MPS]))
     if rng.random() < 0.6:
         category = _vehicle_category(rng, (0.7, 0.18, 0.12))
         size, parts = _vehicle_body(rng, category)
-        targets = motion.cruise_targets(rng, times, (8.0, 11.0, 14.0))
-        if rng.random() < 0.45:  # the lead brakes to a standstill for a while
+        parts = _brake_lights(parts, size)
+        targets = np.full(len(times), float(rng.uniform(8.0, EGO_CRUISE_MPS)))
+        if rng.random() < 0.5:  # the lead brakes to a standstill for a while
             start = float(rng.uniform(2.0, max(3.0, times[-1] - 10.0)))
             targets[(times >= start) & (times < start + rng.uniform(3.0, 6.0))] = 0.0
+        lead_rules, _ = _stop_rules(controls)
         lead_drive = motion.drive(
             times,
             s_start=s_start + EGO_FRONT_M + size[1] / 2 + 2.5 + 1.6 * start_speed,
@@ -621,48 +775,29 @@ def _drive_ego(
             limit_s=limit_s,
             limit_speed=limit_speed,
             front_overhang=size[1] / 2,
-            stops=stops(),
+            stops=lead_rules,
         )
         leader = motion.Leader(lead_drive.s, size[1] / 2)
         lead = (category, size, parts, lead_drive)
-    cruise = motion.smooth_targets(
-        motion.cruise_targets(rng, times, (5.0, 8.0, 11.0, 13.5)), dt, 1.2
-    )
-    ego_stops = stops()
-    kinds = ["stop line"] * len(ego_stops)
-    steer_ins = []  # ego origin positions of stops that a lane change may end at
-    turning = {i.s_stop_line for i in route.intersections if i.turn != "straight"}
-    for rule in ego_stops:
-        if rule.s_line in turning and rng.random() < 0.6:
-            rule.brake_decel = 2.8  # firm braking into the turn lane
-            steer_ins.append(rule.s_line - EGO_FRONT_M)
+    ego_stops, kinds = _stop_rules(controls)
     for intersection in route.intersections:
         if intersection.turn != "straight" and rng.random() < 0.5:
             # Yield to a pedestrian on the crosswalk just after the turn.
             ego_stops.append(motion.StopRule(intersection.s_exit - 3.0, rng.uniform(1.0, 2.5)))
             kinds.append("yield")
-    pull_over = None
-    if rng.random() < 0.45:  # pull over in the kerb-side lane for a while
-        s_pull = s_start + float(rng.uniform(45.0, 130.0))
-        if not route.in_intersection_zone(np.array([s_pull]), 35.0, 15.0)[0]:
-            ego_stops.append(motion.StopRule(s_pull, rng.uniform(2.5, 5.0), brake_decel=3.0))
-            kinds.append("pull over")
-            pull_over = s_pull - EGO_FRONT_M
-            steer_ins.append(pull_over)
     ego_drive = motion.drive(
         times,
         s_start=s_start,
         speed_start=start_speed,
-        cruise=cruise,
+        cruise=np.full(len(times), EGO_CRUISE_MPS),
         limit_s=limit_s,
         limit_speed=limit_speed,
         front_overhang=EGO_FRONT_M,
         stops=ego_stops,
         leader=leader,
     )
-    d, lane_changes = _plan_lanes(
-        rng, times, route, ego_drive, pull_over=pull_over, steer_ins=steer_ins
-    )
+    obstacle_plan = _place_obstacle(rng, route, ego_drive)
+    d, lane_changes, obstacle = _plan_lanes(rng, times, route, ego_drive, obstacle_plan)
     xy, heading, curvature = path.pose(ego_drive.s, d)
     along = np.maximum(ego_drive.speed * (1.0 - curvature * d), 1e-3)
     yaw = np.unwrap(heading + np.arctan2(np.gradient(d, dt), along))
@@ -684,7 +819,79 @@ def _drive_ego(
         # The lead keeps to the ego's lane along the road (it changes lanes where the ego will).
         lead_d = np.interp(lead_drive.s, ego_drive.s + 1e-9 * np.arange(len(times)), d)
         lead_agent = _path_agent((category, size, parts), "lead", path, lead_drive.s, lead_d)
-    return ego, lead_agent
+        lead_agent.braking = (lead_drive.accel < -0.6) | (
+            (lead_drive.speed < 0.1) & (lead_drive.accel <= 0.0)
+        )
+    obstacles = []
+    if obstacle is not None:
+        agents = _obstacle_agents(rng, times, path, obstacle_plan, obstacle.lane)
+        obstacles.append((obstacle, agents))
+    return ego, lead_agent, obstacles
+
+
+def _place_obstacle(
+    rng: np.random.Generator, route: Route, drive: motion.Drive
+) -> tuple[float, float, str, bool] | None:
+    """(route s of its start, its length, "vehicle" | "cones", whether it blocks the ego's lane)
+    of an obstacle in 65 % of the scenes, on a stretch the ego reaches, away from intersections."""
+    if rng.random() < 0.35:
+        return None
+    kind = "vehicle" if rng.random() < 0.5 else "cones"
+    length = 5.0 if kind == "vehicle" else 10.0
+    blocks = bool(rng.random() < 0.75)
+    low, high = drive.s[0] + OBSTACLE_REACT_M + 5.0, drive.s[-1] - 20.0
+    for _ in range(20):
+        if high <= low:
+            return None
+        s_begin = float(rng.uniform(low, high))
+        span = np.array([s_begin - OBSTACLE_REACT_M, s_begin + length])
+        if not route.in_intersection_zone(np.linspace(*span, 40), 10.0, 5.0).any():
+            return s_begin, length, kind, blocks
+    return None
+
+
+def _obstacle_agents(
+    rng: np.random.Generator,
+    times: np.ndarray,
+    path: Path,
+    plan: tuple[float, float, str, bool],
+    lane: float,
+) -> list[Agent]:
+    """A broken-down vehicle, or a taper of cones closing the lane with a barrier behind it."""
+    s_begin, length, kind, _ = plan
+    if kind == "vehicle":
+        category = _vehicle_category(rng, (0.8, 0.2, 0.0))
+        size, parts = _vehicle_body(rng, category)
+        centre = s_begin + size[1] / 2
+        return [
+            _path_agent(
+                (category, size, parts),
+                "obstacle",
+                path,
+                np.full(len(times), centre),
+                np.full(len(times), lane),
+            )
+        ]
+    agents = []
+    for step, s in enumerate(np.linspace(s_begin, s_begin + length - 2.0, 5)):
+        # A taper across the lane, then a barrier closing it.
+        d = lane + 1.4 - 2.8 * step / 4
+        agents.append(
+            _static_object(
+                times, path, "movable_object.trafficcone", s=s, d=float(d), yaw_offset=0.0
+            )
+        )
+    agents.append(
+        _static_object(
+            times,
+            path,
+            "movable_object.barrier",
+            s=s_begin + length,
+            d=lane,
+            yaw_offset=math.pi / 2,
+        )
+    )
+    return agents
 
 
 def _plan_lanes(
@@ -692,92 +899,75 @@ def _plan_lanes(
     times: np.ndarray,
     route: Route,
     drive: motion.Drive,
-    *,
-    pull_over: float | None,
-    steer_ins: list[float],
-) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
-    """Lateral offset [T]: the lane needed for each turn or to pull over (at route position
-    ``pull_over``), plus some free lane changes. A needed lane change may be steered while
-    braking, ending where the ego stops (``steer_ins``, route positions of the ego origin)."""
+    obstacle_plan: tuple[float, float, str, bool] | None,
+) -> tuple[np.ndarray, list[tuple[float, float, float]], Obstacle | None]:
+    """Lateral offset [T] and lane changes, each with a visible or commanded cause: the lane a
+    turn needs (starting when the route command names the turn, ``COMMAND_DISTANCE_M`` before
+    its stop line) and leaving a lane an obstacle blocks (``OBSTACLE_REACT_M`` before it).
+    Returns the obstacle placed in the lane it blocks (or in the other lane), None when no lane
+    change could be fitted before it."""
     steps = round(LANE_CHANGE_S / SIM_DT_S)
     away = ~route.in_intersection_zone(drive.s, 6.0, 8.0)
-
     usable = (drive.speed >= 3.5) & away
     window_ok = np.convolve(usable.astype(int), np.ones(steps + 1, int), "valid") == steps + 1
 
-    def starts_between(low: float, high: float) -> np.ndarray:
+    def first_start(trigger_s: float, deadline_s: float) -> int | None:
+        """The first lane-change start at or after reaching ``trigger_s`` that ends before
+        ``deadline_s`` (route positions of the ego origin)."""
         k = np.arange(len(window_ok))
-        return k[window_ok & (times[k] >= low) & (times[k] + LANE_CHANGE_S <= high)]
+        ends = np.minimum(k + steps, len(drive.s) - 1)
+        ok = window_ok & (drive.s[k] >= trigger_s) & (drive.s[ends] <= deadline_s)
+        found = np.flatnonzero(ok)
+        return int(found[0]) if len(found) else None
 
-    requirements = []
+    # (trigger s, deadline s, needed lane or None for the obstacle's, is the obstacle)
+    requirements: list[tuple[float, float, float | None, bool]] = []
     for intersection in route.intersections:
-        reached = np.nonzero(drive.s >= intersection.s_stop_line - 12.0)[0]
-        if len(reached) and intersection.turn != "straight":
-            exit_k = np.nonzero(drive.s >= intersection.s_exit)[0]
-            exit_time = times[exit_k[0]] if len(exit_k) else times[-1]
+        if intersection.turn != "straight":
             lane = INNER_LANE_M if intersection.turn == "left" else OUTER_LANE_M
-            stop = [s for s in steer_ins if abs(s + EGO_FRONT_M - intersection.s_stop_line) < 0.1]
-            requirements.append((times[reached[0]], lane, exit_time, stop[0] if stop else None))
-    if pull_over is not None:
-        reached = np.nonzero(drive.s >= pull_over - 2.0)[0]
-        if len(reached):
-            moving_again = np.nonzero(drive.s > pull_over + 1.0)[0]
-            leave = times[moving_again[0]] if len(moving_again) else times[-1]
-            requirements.append((times[reached[0]], OUTER_LANE_M, leave, pull_over))
+            line = intersection.s_stop_line - EGO_FRONT_M
+            requirements.append((line - COMMAND_DISTANCE_M, line - 4.0, lane, False))
+    if obstacle_plan is not None:
+        s_begin = obstacle_plan[0]
+        requirements.append((s_begin - OBSTACLE_REACT_M, s_begin - EGO_FRONT_M - 4.0, None, True))
     requirements.sort(key=lambda requirement: requirement[0])
     lane = float(rng.choice([INNER_LANE_M, OUTER_LANE_M]))
-    if requirements and requirements[0][3] is not None:
-        lane = INNER_LANE_M + OUTER_LANE_M - requirements[0][1]  # so that it steers in
     initial_lane = lane
-    cursor = 0.5
     index = np.arange(len(times))
-    # (start index, from lane, to lane, phase [T] in [0, 1]) in time order.
-    changes: list[tuple[int, float, float, np.ndarray]] = []
-
-    def timed(k: int) -> np.ndarray:
-        return np.clip((index - k) / steps, 0.0, 1.0)
-
-    for deadline, needed, exit_time, steer_in in requirements:
+    changes: list[tuple[int, float, float]] = []  # (start index, from lane, to lane)
+    obstacle = None
+    for trigger, deadline, needed, is_obstacle in requirements:
+        if obstacle is not None and needed == obstacle.lane:
+            trigger = max(trigger, obstacle.s_end + 1.0)  # not into its lane before passing it
         other = INNER_LANE_M + OUTER_LANE_M - lane
-        if lane != needed and steer_in is not None:
-            # Steered over while braking: a lane change over distance, ending at the stop.
-            s0 = steer_in - STEER_IN_LENGTH_M
-            k = int(np.searchsorted(drive.s, s0))
-            if k < len(times) and times[k] >= cursor:
-                phase = np.clip((drive.s - s0) / STEER_IN_LENGTH_M, 0.0, 1.0)
-                changes.append((k, lane, needed, phase))
-                lane = needed
-        elif lane != needed:
-            candidates = starts_between(cursor, deadline)
-            if len(candidates):
-                # Often as late as possible: a lane change that ends braking for a stop line.
-                k = int(candidates[-1] if rng.random() < 0.5 else rng.choice(candidates))
-                changes.append((k, lane, needed, timed(k)))
-                lane = needed
-            elif not changes:
-                lane = initial_lane = needed
-        elif rng.random() < 0.6 and steer_in is None:  # out and back before the turn
-            candidates = starts_between(cursor, deadline - LANE_CHANGE_S - 1.0)
-            if len(candidates):
-                k = int(rng.choice(candidates))
-                back = starts_between(times[k] + LANE_CHANGE_S + 0.5, deadline)
-                if len(back):
-                    changes.append((k, lane, other, timed(k)))
-                    changes.append((int(back[0]), other, lane, timed(int(back[0]))))
-        cursor = max(cursor, exit_time + 0.5)
-    while rng.random() < 0.8:
-        candidates = starts_between(cursor, times[-1])
-        if not len(candidates):
-            break
-        k = int(rng.choice(candidates[: max(1, len(candidates) // 3)]))
-        other = INNER_LANE_M + OUTER_LANE_M - lane
-        changes.append((k, lane, other, timed(k)))
-        lane, cursor = other, times[k] + LANE_CHANGE_S + 1.0
+        if is_obstacle:
+            blocks = obstacle_plan[3]
+            k = first_start(trigger, deadline) if blocks else None
+            if blocks and k is None:
+                continue  # no room to change lanes: leave the obstacle out
+            obstacle = Obstacle(
+                obstacle_plan[0],
+                obstacle_plan[0] + obstacle_plan[1],
+                lane if blocks else other,
+                float(times[k]) if k is not None else None,
+            )
+            if k is not None:
+                changes.append((k, lane, other))
+                lane = other
+            continue
+        if lane == needed:
+            continue
+        k = first_start(trigger, deadline)
+        if k is not None:
+            changes.append((k, lane, needed))
+            lane = needed
+        elif not changes and drive.s[0] >= trigger:
+            lane = initial_lane = needed  # commanded before the scene starts: already there
     d = np.full(len(times), initial_lane)
-    for k, start_lane, end_lane, phase in changes:
-        blend = (1.0 - np.cos(math.pi * phase)) / 2.0
+    for k, start_lane, end_lane in changes:
+        blend = (1.0 - np.cos(math.pi * np.clip((index - k) / steps, 0.0, 1.0))) / 2.0
         d = np.where(index >= k, start_lane + (end_lane - start_lane) * blend, d)
-    return d, [(float(times[k]), a, b) for k, a, b, _ in changes]
+    return d, [(float(times[k]), a, b) for k, a, b in changes], obstacle
 
 
 def _oncoming(
@@ -906,7 +1096,7 @@ def _cross_traffic(
     """Vehicles crossing the intersection while the ego waits at its stop line."""
     agents = []
     for start, end, kind in ego.holds:
-        if kind != "stop line":
+        if kind not in ("red light", "stop sign"):
             continue
         s_hold = float(np.interp(start, times, ego.s))
         intersection = route.intersection_ahead(s_hold, 30.0)
