@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +149,8 @@ class EgoStatusBaseline:
         tensors = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
         save_file(tensors, str(directory / WEIGHTS_FILE))
         (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        # safetensors writes its file private (0600): give it the config file's umask mode.
+        (directory / WEIGHTS_FILE).chmod(stat.S_IMODE((directory / CONFIG_FILE).stat().st_mode))
         return directory
 
     @classmethod

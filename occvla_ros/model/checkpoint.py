@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import stat
 from pathlib import Path
 
 import torch
@@ -87,6 +88,9 @@ def save_checkpoint(
     tensors, aliases = _stored_state(model, state_dict)
     save_file({k: v.cpu() for k, v in tensors.items()}, str(directory / WEIGHTS_FILE))
     model.config.save_yaml(directory / CONFIG_FILE)
+    # safetensors writes its file private (0600); give it the mode every other checkpoint file
+    # gets from the umask, so a planner running as another user can read the weights.
+    (directory / WEIGHTS_FILE).chmod(stat.S_IMODE((directory / CONFIG_FILE).stat().st_mode))
     model.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
     manifest = {
         "format_version": FORMAT_VERSION,

@@ -329,6 +329,9 @@ class OccVLAConfig:
 
     @classmethod
     def load_yaml(cls, path: str | Path) -> OccVLAConfig:
+        """An OccVLAConfig YAML (a checkpoint's ``config.yaml``), or a training YAML
+        (``training/configs/*.yaml``, a run's ``config.yaml``), whose ``model`` section is the
+        configuration: OccVLAConfig has no ``model`` field, so the two cannot be confused."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"configuration file {path} does not exist")
@@ -336,6 +339,8 @@ class OccVLAConfig:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as error:
             raise ConfigError(f"{path} is not valid YAML: {error}") from error
+        if isinstance(data, dict) and "model" in data:
+            data = data["model"] or {}
         return cls.from_dict(data)
 
 

@@ -14,7 +14,11 @@ from occvla_ros.model.configuration import PRESETS, OccVLAConfig
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=PRESETS, default="paligemma2-3b-224")
-    parser.add_argument("--config", help="a configuration YAML (overrides --preset)")
+    parser.add_argument(
+        "--config",
+        help="a model configuration YAML, or a training YAML (its model section); "
+        "overrides --preset",
+    )
 
 
 def _count(parameters) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 
 import numpy as np
 import pytest
@@ -56,6 +57,9 @@ def test_mlp_learns_ego_motion_and_round_trips_through_safetensors(tmp_path):
     assert error < 0.5 * speed_only  # it uses the acceleration constant velocity ignores
     baseline.save(tmp_path)
     assert json.loads((tmp_path / CONFIG_FILE).read_text())["kind"] == "ego-status-mlp"
+    # The weights are as readable as the config (safetensors alone writes them 0600).
+    modes = {stat.S_IMODE((tmp_path / name).stat().st_mode) for name in (CONFIG_FILE, WEIGHTS_FILE)}
+    assert len(modes) == 1
     loaded = EgoStatusBaseline.load(tmp_path)
     np.testing.assert_array_equal(loaded.predict(test_state, test_past), predicted)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 
 import pytest
 import torch
@@ -35,6 +36,14 @@ def test_round_trip_gives_identical_predictions(tiny_model, saved):
     assert torch.equal(before.occupancy, after.occupancy)
     assert loaded.config == tiny_model.config
     assert loaded.tokenizer.get_vocab() == tiny_model.tokenizer.get_vocab()
+
+
+def test_weights_are_as_readable_as_every_other_checkpoint_file(saved):
+    # safetensors alone writes its file 0600: a planner running as another user could not read it.
+    modes = {
+        path.name: stat.S_IMODE(path.stat().st_mode) for path in saved.rglob("*") if path.is_file()
+    }
+    assert len(set(modes.values())) == 1, modes
 
 
 def test_missing_directory_and_files(saved, tmp_path):
