@@ -44,6 +44,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     if args.action == "convert":
         from occvla_ros.bags.nuscenes_to_bag import convert
+        from occvla_ros.output_dir import check_output_directory
+
+        check_output_directory(args.out)
 
         report = convert(
             args.dataroot, args.version, args.out, scene_names=args.scenes,

@@ -243,6 +243,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--epochs and --learning-rate must be positive: {args.epochs}, {args.learning_rate}"
         )
+    from occvla_ros.output_dir import check_output_directory
+
+    check_output_directory(args.out)
     from occvla_ros.evaluation.sources import load_ego_motion
 
     motion = load_ego_motion(args)

@@ -288,6 +288,9 @@ def camera_ablation(results: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from occvla_ros.output_dir import check_output_directory
+
+    check_output_directory(args.out)
     results = evaluate(args)
     stp3 = results["planning"][MODEL]["stp3"]["table"]
     line = (
