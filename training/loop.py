@@ -164,7 +164,7 @@ class Trainer:
                     if log is not None:
                         log.write(self.step, "train", logs)
                     progress.update(self.step, self._samples_per_step(), logs)
-                    self._validate_if_due(log, progress)
+                    self._validate_if_due(log)
                     stopping = parallel.any_rank(stop.signum is not None, self.dist)
                     every = self.settings.checkpoint_every
                     if stopping or (every and self.step % every == 0):
@@ -215,13 +215,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
 
-    def _validate_if_due(self, log: RunLog | None, progress: Progress) -> None:
+    def _validate_if_due(self, log: RunLog | None) -> None:
         every = self.settings.val_every
-        if (
-            not self.val_batches
-            or not every
-            or (self.step % every and self.step != self.settings.max_steps)
-        ):
+        if self.val_loader is None or not every:
+            return
+        if self.step % every and self.step != self.settings.max_steps:
             return
         sharded = parallel.is_sharded(self.settings)
         self.model.eval()

@@ -90,8 +90,13 @@ def _differences(recorded: Any, current: Any, prefix: str = "") -> list[str]:
             found += _differences(recorded.get(key), current.get(key), f"{prefix}{key}.")
         return found
     if recorded != current:
-        return [f"{prefix.rstrip('.')}: {recorded!r} in the run, {current!r} now"]
+        return [f"{prefix.rstrip('.')}: {_short(recorded)} in the run, {_short(current)} now"]
     return []
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def write_config(run: Path, resolved: dict[str, Any]) -> None:
