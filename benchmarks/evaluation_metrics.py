@@ -1,6 +1,6 @@
 """Time the planning metrics on a nuScenes-val-sized synthetic set, without the model.
 
-    .venv/bin/python -m benchmarks.evaluation_metrics [--samples 6019] [--seed 0]
+    .venv/bin/python benchmarks/evaluation_metrics.py [--samples 6019] [--seed 0]
 
 Synthetic arrays of the real size: 6,019 samples of 6 waypoints (0.5 s apart, ~0-15 m/s), 10-40
 agent boxes per future step (cars, trucks, pedestrians; some appearing only in future frames), 15 %
@@ -79,7 +79,7 @@ def main() -> None:
             f"samples {result.sample_count}  L2 avg {result.table['l2']['avg']:.3f} m  "
             f"collision avg {100 * result.table['collision']['avg']:.2f} %"
         )
-    print(f"all three  {total:7.2f} s")
+    print(f"all        {total:7.2f} s")
 
 
 if __name__ == "__main__":
