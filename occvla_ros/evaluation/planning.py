@@ -7,8 +7,8 @@ One per-step core, :func:`step_metrics`, gives for every future step ``t`` of a 
   of step ``t`` AND the footprint at ``gt[t]`` does not. Steps where the GT itself collides are
   removed from the numerator only; the sample and step stay in every denominator.
 
-Each :class:`PlanningConvention` then reduces these per-step values over samples; the three presets
-reproduce the public implementations (see ``docs/evaluation.md``):
+Each :class:`PlanningConvention` then reduces these per-step values over samples; the presets
+reproduce the public implementations, one table each (see ``docs/evaluation.md``):
 
 - ``stp3`` (ST-P3, VAD, AD-MLP): LiDAR frame (x right, y forward); L2 and collision at k s are the
   per-sample means over steps 1..2k, averaged over valid samples (all 6 future keyframes exist);
