@@ -61,6 +61,14 @@ demo: install
 	$(BIN)/occvla bag play $(DEMO)/bag --wait-for $(DEMO_TOPICS) --score /occvla_planner/trajectory; \
 	status=$$?; kill -INT $$launcher; wait $$launcher; exit $$status
 
+# The demo model: a synthetic world with held-out scenes, the three training stages for seeds 0-2,
+# the baselines and the held-out evaluation with the vision ablation (training/recipes/demo_model.py,
+# docs/results.md); seed 0's checkpoint and its model card are copied to models/demo_tiny.
+.PHONY: demo-model
+demo-model: venv
+	$(BIN)/python -m training.recipes.demo_model --out runs/demo_model-$$(date +%Y%m%d-%H%M%S) \
+		--ship models/demo_tiny
+
 lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
