@@ -53,10 +53,14 @@ class StagePlan:
     batch_size: int
 
 
+# Sized for the 60-minute budget of three seeds on 2 CPU cores. Single-thread CPU seconds per step
+# measured on the development machine (tiny preset, docs/results.md): qa (batch 4) 0.33 s,
+# occupancy_language (batch 2, full-resolution frozen decoder) 2.6 s, planning (batch 8, scoring
+# the 20 meta-actions for the head's input) 0.47 s.
 STAGE_PLAN: tuple[StagePlan, ...] = (
-    StagePlan("qa", steps=150, batch_size=4),
-    StagePlan("occupancy_language", steps=300, batch_size=2),
-    StagePlan("planning", steps=1500, batch_size=8),
+    StagePlan("qa", steps=100, batch_size=4),
+    StagePlan("occupancy_language", steps=120, batch_size=2),
+    StagePlan("planning", steps=800, batch_size=8),
 )
 
 
