@@ -1,13 +1,20 @@
-"""Ego-status-only planning baselines, scored by the same metrics as the model.
+"""Planning baselines without cameras, scored by the same metrics as the model.
 
 - Constant velocity: the ego keeps its current speed straight ahead, ``(v * t, 0)`` in the ego
   frame at t = 0.5, 1.0, ..., 3.0 s.
 - Ego-status MLP (in the spirit of AD-MLP): a small MLP reads the ego state (speed, longitudinal
   acceleration, yaw rate) and the past trajectory (the ego positions of the previous keyframes in
-  the current ego frame; before the scene start the oldest known position) and regresses the 6
-  future waypoints. No sensor input. Trained by
-  ``occvla train-ego-baseline`` on a training split; saved as ``model.safetensors`` plus a JSON
-  config holding the architecture and the input normalisation (no pickle).
+  the current ego frame; before the scene start the oldest known position), optionally the
+  high-level driving command (one-hot, ``use_command``: the ego+command MLP, given what the model
+  is given), and regresses the 6 future waypoints. Every input is standardised with the training
+  set's mean and standard deviation. No sensor input. Trained by ``occvla train-ego-baseline`` on
+  a training split; saved as ``model.safetensors`` plus a JSON config holding the architecture and
+  the input normalisation (no pickle).
+- Privileged oracle: the same MLP also given the synthetic world's state (``world_features``, see
+  :mod:`occvla_ros.data.world_annotations`: the lane needed, the road's heading ahead, the distance
+  and wait of the next stop, the lead's gap, speed and brake lights, the obstacle's distance and
+  lane). What a perfect perception of the scene would know; the gap between it and the
+  ego+command MLP is what the cameras can add (``benchmarks/sight_matters.py`` measures it).
 
 The ``train-ego-baseline`` subcommand is defined here (``add_arguments`` / ``run``).
 """
@@ -19,12 +26,14 @@ import dataclasses
 import json
 import logging
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from occvla_ros.constants import NUM_WAYPOINTS, WAYPOINT_DT_S
+from occvla_ros.data.labels import DRIVING_COMMANDS
 from occvla_ros.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -51,6 +60,8 @@ class EgoMLPConfig:
 
     num_past: int = 4  # past keyframes (0.5 s apart) in the input
     hidden_sizes: tuple[int, ...] = (256, 256)
+    use_command: bool = False  # the driving command, one-hot over labels.DRIVING_COMMANDS
+    world_features: tuple[str, ...] = ()  # privileged world state (the oracle), by name
     # Normalisation of the input features, filled from the training set.
     feature_mean: tuple[float, ...] = ()
     feature_std: tuple[float, ...] = ()
@@ -72,7 +83,8 @@ class EgoMLPConfig:
 
     @property
     def input_size(self) -> int:
-        return EGO_STATE_SIZE + 2 * self.num_past
+        command = len(DRIVING_COMMANDS) if self.use_command else 0
+        return EGO_STATE_SIZE + 2 * self.num_past + command + len(self.world_features)
 
     def to_dict(self) -> dict:
         return {"kind": BASELINE_KIND, **dataclasses.asdict(self)}
@@ -87,11 +99,25 @@ class EgoMLPConfig:
         )
 
 
-def ego_features(ego_state: np.ndarray, past_trajectory: np.ndarray) -> np.ndarray:
-    """Input features [B, 3 + 2P] from ego_state [B, 3] and past positions [B, P, 2]."""
+def ego_features(
+    ego_state: np.ndarray,
+    past_trajectory: np.ndarray,
+    commands: Sequence[str] | None = None,
+    world_state: np.ndarray | None = None,
+) -> np.ndarray:
+    """Input features [B, F] from ego_state [B, 3], past positions [B, P, 2], then (when given)
+    the commands [B] one-hot and the world state [B, W]."""
     ego_state = np.asarray(ego_state, dtype=np.float32)
-    past = np.asarray(past_trajectory, dtype=np.float32).reshape(len(ego_state), -1)
-    return np.concatenate([ego_state, past], axis=1)
+    parts = [ego_state, np.asarray(past_trajectory, dtype=np.float32).reshape(len(ego_state), -1)]
+    if commands is not None:
+        unknown = sorted(set(commands) - set(DRIVING_COMMANDS))
+        if unknown:
+            raise ConfigError(f"unknown driving commands {unknown}; expected {DRIVING_COMMANDS}")
+        one_hot = np.array([[c == known for known in DRIVING_COMMANDS] for c in commands])
+        parts.append(one_hot.astype(np.float32).reshape(len(ego_state), -1))
+    if world_state is not None:
+        parts.append(np.asarray(world_state, dtype=np.float32).reshape(len(ego_state), -1))
+    return np.concatenate(parts, axis=1)
 
 
 def build_mlp(config: EgoMLPConfig):
@@ -128,15 +154,31 @@ class EgoStatusBaseline:
         self.config = config
         self.module = module.eval()
 
-    def predict(self, ego_state: np.ndarray, past_trajectory: np.ndarray) -> np.ndarray:
-        """Waypoints [B, 6, 2] (ego frame) from ego_state [B, 3] and past positions [B, P, 2]."""
+    def predict(
+        self,
+        ego_state: np.ndarray,
+        past_trajectory: np.ndarray,
+        commands: Sequence[str] | None = None,
+        world_state: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Waypoints [B, 6, 2] (ego frame) from ego_state [B, 3] and past positions [B, P, 2],
+        plus the commands [B] and world state [B, W] when the config reads them."""
         import torch
 
-        features = ego_features(ego_state, past_trajectory)
+        if self.config.use_command and commands is None:
+            raise ConfigError("this ego baseline reads the driving command: pass commands")
+        if self.config.world_features and world_state is None:
+            raise ConfigError("this baseline is the world-state oracle: pass world_state")
+        features = ego_features(
+            ego_state,
+            past_trajectory,
+            commands if self.config.use_command else None,
+            world_state if self.config.world_features else None,
+        )
         if features.shape[1] != self.config.input_size:
             raise ConfigError(
-                f"ego baseline expects {self.config.num_past} past positions; got "
-                f"{(features.shape[1] - EGO_STATE_SIZE) // 2}"
+                f"ego baseline expects {self.config.input_size} input features "
+                f"({self.config.num_past} past positions); got {features.shape[1]}"
             )
         with torch.no_grad():
             return self.module(torch.from_numpy(features)).double().numpy()

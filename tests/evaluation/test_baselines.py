@@ -1,4 +1,5 @@
-"""Ego-status baselines: constant velocity, and the MLP's training, saving and loading."""
+"""Baselines: constant velocity, and the ego / ego+command / oracle MLP's training, saving and
+loading."""
 
 from __future__ import annotations
 
@@ -104,3 +105,36 @@ def test_a_feature_constant_in_training_does_not_blow_up_at_test_time():
     turning[:, 2] = 0.05  # a gentle turn never seen in training
     shift = np.abs(baseline.predict(turning, past) - baseline.predict(ego_state, past)).max()
     assert shift < 5.0
+
+
+@pytest.mark.slow
+def test_command_and_world_state_features_reach_the_mlp_and_survive_saving(tmp_path):
+    """The ego+command MLP and the oracle read what the ego state cannot show: here the lateral
+    target comes only from the command (turn left / right / straight) and a world feature."""
+    rng = np.random.default_rng(0)
+    count = 300
+    ego_state, past, _ = synthetic_motion(count, seed=2)
+    commands = [("turn left", "turn right", "go straight")[i % 3] for i in range(count)]
+    world = rng.uniform(0.0, 4.0, (count, 1))
+    targets = np.zeros((count, 6, 2))
+    sign = np.array(
+        [{"turn left": 1.0, "turn right": -1.0, "go straight": 0.0}[c] for c in commands]
+    )
+    targets[..., 1] = (3.0 * sign + world[:, 0])[:, None] * np.linspace(0.2, 1.0, 6)
+    config = EgoMLPConfig(hidden_sizes=(32,), use_command=True, world_features=("offset",))
+    features = ego_features(ego_state, past, commands, world)
+    assert features.shape == (count, config.input_size) == (count, 3 + 8 + 3 + 1)
+    baseline = train_ego_baseline(
+        features, targets, np.ones((count, 6), bool), config, epochs=60, batch_size=32
+    )
+    predicted = baseline.predict(ego_state, past, commands, world)
+    assert (
+        np.abs(predicted[..., 1] - targets[..., 1]).mean() < 0.25 * np.abs(targets[..., 1]).mean()
+    )
+    loaded = EgoStatusBaseline.load(baseline.save(tmp_path))
+    assert loaded.config.use_command and loaded.config.world_features == ("offset",)
+    np.testing.assert_allclose(loaded.predict(ego_state, past, commands, world), predicted)
+    with pytest.raises(ConfigError, match="driving command"):
+        loaded.predict(ego_state, past)
+    with pytest.raises(ConfigError, match="unknown driving commands"):
+        ego_features(ego_state[:1], past[:1], ["fly"])
