@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     except OccvlaError as error:
         logger.error("%s", error)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the first step: no checkpoint to write yet
+        logger.error("interrupted before training started; no checkpoint written")
+        return 130
     return 0
 
 

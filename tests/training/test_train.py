@@ -46,7 +46,7 @@ def test_qa_then_planning_with_validation(synthetic_dataroot, tmp_path, caplog):
     config.write_text(
         "model: {preset: tiny}\n"
         "training: {learning_rate: 2e-3, warmup_steps: 1, batch_size: 2, val_every: 2,"
-        " val_batches: 1, progress_bar: false}\n"
+        " val_batches: 1, progress_bar: false, gradient_checkpointing: true}\n"
     )
     qa = arguments(synthetic_dataroot, tmp_path / "qa", config=config)
     assert main([*qa, "--val-split", "mini_val"]) == 0
