@@ -174,6 +174,11 @@ class PlanningHead(nn.Module):
         if past_trajectory is None:
             past_trajectory = ego_state.new_zeros(batch, num_past, 2)
             past_mask = torch.zeros(batch, num_past, dtype=torch.bool, device=ego_state.device)
+        if past_trajectory.dim() == 3 and past_trajectory.shape[1] > num_past:
+            # A longer history than the head reads (e.g. num_past 0): keep the newest positions.
+            first = past_trajectory.shape[1] - num_past
+            past_trajectory = past_trajectory[:, first:]
+            past_mask = None if past_mask is None else past_mask[:, first:]
         if tuple(past_trajectory.shape) != (batch, num_past, 2) or past_mask is None:
             raise ConfigError(
                 f"the planning head reads {num_past} past positions [B, {num_past}, 2] with a "

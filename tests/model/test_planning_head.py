@@ -164,3 +164,14 @@ def test_predict_reads_the_past_trajectory_and_requires_a_command_when_used(tiny
     assert model.uses_command
     with pytest.raises(ConfigError, match="route command"):
         model.predict(pixels, ego)
+
+
+def test_a_longer_history_than_the_head_reads_keeps_the_newest_positions():
+    head = _head(num_past=2).eval()
+    action, ego = torch.zeros(1, dtype=torch.long), torch.tensor([[5.0, 0.0, 0.0]])
+    visual = torch.randn(1, 6 * TOKENS_PER_VIEW, WIDTH)
+    past = torch.tensor([[[-8.0, 0.0], [-6.0, 0.0], [-4.0, 0.5], [-2.0, 1.0]]])
+    mask = torch.tensor([[False, True, True, True]])
+    full = head(action, ego, visual, past_trajectory=past, past_mask=mask)
+    newest = head(action, ego, visual, past_trajectory=past[:, 2:], past_mask=mask[:, 2:])
+    torch.testing.assert_close(full, newest)
