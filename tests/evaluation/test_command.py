@@ -71,7 +71,7 @@ def test_evaluate_end_to_end_on_the_synthetic_dataset(
     assert results["sample_count"] == 3 and results["split"] == "mini_val"
     assert set(results["planning"]) == {"model", "ego_mlp", "constant_velocity"}
     for conventions in results["planning"].values():
-        assert set(conventions) == {"stp3", "uniad", "omnidrive"}
+        assert set(conventions) == {"stp3", "uniad", "uniad_stp3", "omnidrive"}
         assert conventions["uniad"]["sample_count"] == 3
         assert conventions["uniad"]["table"]["l2"]["avg"] >= 0.0
     assert results["inputs"] == {"cameras": True, "ego_status": True, "command": False}
