@@ -1,6 +1,7 @@
 # One reproducible environment in .venv/, then everything runs from it.
 #   make demo   set up if needed, then run the demo
 #   make test   set up if needed, then lint and run the whole test suite
+#   make        (or make venv) only set up .venv, tf2_msgs included
 # Creating the environment twice is a no-op; changing any file in requirements/ re-creates it.
 
 PYTHON ?= python3
@@ -13,12 +14,21 @@ REQUIREMENTS := requirements/base.txt requirements/ros.txt requirements/dev.txt
 # The stamp's name carries a hash of the pins, so a changed pin means a missing stamp.
 DEPS_STAMP := $(VENV)/.deps-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
 INSTALL_STAMP := $(VENV)/.installed
+# tf2_msgs (for /tf, /tf_static) is not on PyPI: built from interfaces/tf2_msgs with PyPI's rosidl
+# toolchain. Without cmake or a C++ compiler the build says so in one line and the stamp stays
+# missing: everything else works, without /tf.
+TF2_STAMP := $(VENV)/.tf2_msgs
+INTERFACE_BUILD := interfaces/build.sh requirements/rosidl-tools.txt
+# Test tooling only (never needed at run time): the upstream launch/launch_ros/ros2cli wheels and
+# composition_interfaces' source, vendored beside the repository (read its PROVENANCE.md).
+ROS2_LAUNCH_VENDOR := ../shared/vendor/ros2-launch
+LAUNCH_TOOLS_STAMP := $(VENV)/.ros2-launch
 PACKAGE_FILES := setup.py setup.cfg package.xml resource/occvla_ros \
 	$(shell find occvla_ros launch config rviz -type f -not -name '*.pyc' -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: venv install demo test lint format clean
+.PHONY: venv install launch-tools demo test lint format clean
 
-venv: $(DEPS_STAMP)
+venv: $(DEPS_STAMP) tf2-msgs
 
 $(DEPS_STAMP): $(REQUIREMENTS)
 	rm -rf $(VENV)
@@ -31,10 +41,31 @@ $(DEPS_STAMP): $(REQUIREMENTS)
 	touch $(VENV)/COLCON_IGNORE
 	touch $@
 
+.PHONY: tf2-msgs
+tf2-msgs: $(DEPS_STAMP)
+	@if [ ! -f $(TF2_STAMP) ] || [ -n "$$(find interfaces/tf2_msgs $(INTERFACE_BUILD) -newer $(TF2_STAMP))" ]; then \
+		bash interfaces/build.sh interfaces/tf2_msgs $(VENV) && \
+		if $(BIN)/python -c 'import tf2_msgs.msg' 2>/dev/null; then touch $(TF2_STAMP); fi; \
+	fi
+
+# `ros2 launch` for the tests that run the launch files under the real launch machinery. Where
+# the vendor folder is absent the step says so and those tests skip, naming it.
+launch-tools: venv
+	@if [ ! -d $(ROS2_LAUNCH_VENDOR) ]; then \
+		echo "$(ROS2_LAUNCH_VENDOR) not found: the real-launch tests will skip"; \
+	elif [ ! -f $(LAUNCH_TOOLS_STAMP) ] || \
+		[ -n "$$(find $(ROS2_LAUNCH_VENDOR) $(INTERFACE_BUILD) -newer $(LAUNCH_TOOLS_STAMP))" ]; then \
+		$(BIN)/pip install --quiet --disable-pip-version-check --no-deps \
+			$(ROS2_LAUNCH_VENDOR)/*.whl osrf-pycommon==2.0.2 && \
+		bash interfaces/build.sh $(ROS2_LAUNCH_VENDOR)/composition_interfaces $(VENV) && \
+		if $(BIN)/python -c 'import composition_interfaces.srv, launch_ros' 2>/dev/null; then \
+			touch $(LAUNCH_TOOLS_STAMP); fi; \
+	fi
+
 # A non-editable install, as ROS users get it: data files land in $(VENV)/share/occvla_ros.
 install: $(INSTALL_STAMP)
 
-$(INSTALL_STAMP): $(DEPS_STAMP) $(PACKAGE_FILES)
+$(INSTALL_STAMP): $(DEPS_STAMP) $(PACKAGE_FILES) | tf2-msgs
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
 		--force-reinstall .
 	rm -rf build *.egg-info
@@ -77,7 +108,7 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install lint
+test: install launch-tools lint
 	$(BIN)/python -m pytest
 
 clean:

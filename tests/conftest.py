@@ -25,8 +25,9 @@ os.environ.update(
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "ROS_DOMAIN_ID": str(random.randint(1, 100)),
         "ROS_LOG_DIR": str(_RUN_DIR / "ros_log"),
+        # Only the current name: given the deprecated FASTRTPS_DEFAULT_PROFILES_FILE as well, Fast
+        # DDS warns and fails to load the file a second time (occvla_ros.ros.node_set).
         "FASTDDS_DEFAULT_PROFILES_FILE": _FASTDDS_PROFILE,
-        "FASTRTPS_DEFAULT_PROFILES_FILE": _FASTDDS_PROFILE,
         # ament_index_python finds share/occvla_ros of the package installed in this environment.
         "AMENT_PREFIX_PATH": os.pathsep.join(
             p for p in (sys.prefix, os.environ.get("AMENT_PREFIX_PATH")) if p

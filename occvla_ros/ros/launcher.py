@@ -20,6 +20,7 @@ from occvla_ros.errors import ConfigError
 from occvla_ros.resources import share_directory
 from occvla_ros.ros.node_set import (
     LAUNCH_ARGUMENTS,
+    STOP_TIMEOUT_S,
     PlannedNode,
     dds_environment,
     plan_nodes,
@@ -62,10 +63,6 @@ def node_command(planned: PlannedNode) -> list[str]:
 def run_nodes(planned_nodes: list[PlannedNode], share_dir: Path) -> int:
     environment = {**os.environ, **dds_environment(share_dir)}
     processes = {}
-    for planned in planned_nodes:
-        command = node_command(planned)
-        logger.info("starting %s: %s", planned.spec.name, " ".join(command))
-        processes[planned.spec.name] = subprocess.Popen(command, env=environment)
     received: list[int] = []
 
     def forward(signum, _frame) -> None:
@@ -74,8 +71,19 @@ def run_nodes(planned_nodes: list[PlannedNode], share_dir: Path) -> int:
             if process.poll() is None:
                 process.send_signal(signum)
 
+    # Before any node starts, for two reasons. A signal arriving while they start is forwarded
+    # to those already running (and stops the rest from starting). And a signal ignored here
+    # (`occvla launch ... &` from a script starts with SIGINT ignored) would be inherited as
+    # ignored by the nodes, which then miss the forwarded SIGINT until rclpy has installed its
+    # handler; a handled signal is reset to its default in a child.
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        for planned in planned_nodes:
+            if received:
+                break
+            command = node_command(planned)
+            logger.info("starting %s: %s", planned.spec.name, " ".join(command))
+            processes[planned.spec.name] = subprocess.Popen(command, env=environment)
         failed = None
         while not received and failed is None:
             for name, process in processes.items():
@@ -96,7 +104,7 @@ def run_nodes(planned_nodes: list[PlannedNode], share_dir: Path) -> int:
 
 
 def _wait_all(processes: dict, failed: tuple[str, int] | None) -> int:
-    deadline = time.monotonic() + 15.0
+    deadline = time.monotonic() + STOP_TIMEOUT_S
     for process in processes.values():
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))

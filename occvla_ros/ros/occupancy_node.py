@@ -6,12 +6,17 @@ the new frame disappear; the header (stamp, frame) is the input's.
 
 from __future__ import annotations
 
+from occvla_ros.ros.node_set import ignore_further_sigint, restore_default_sigint
+
+restore_default_sigint()  # before the slower imports
+
 import sys
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
@@ -19,6 +24,8 @@ from visualization_msgs.msg import MarkerArray
 from occvla_ros.constants import OCC3D_CLASS_NAMES, OCC_CLASS_ID, OCC_VOXEL_SIZE
 from occvla_ros.errors import ConfigError, OccvlaError
 from occvla_ros.ros.conversions import class_markers, cloud_to_points, filter_voxels
+
+RCLError = rclpy_implementation.RCLError
 
 
 class OccupancyNode(Node):
@@ -72,7 +79,13 @@ def main(args=None) -> int:
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        # A SIGINT just before spin() shuts the context down while spin builds its wait set
+        # ("the given context is not valid"): a shutdown like any other.
+        if rclpy.ok():
+            raise
     finally:
+        ignore_further_sigint()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

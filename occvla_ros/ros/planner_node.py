@@ -16,12 +16,17 @@ from occvla_ros.runtime.heap import limit_malloc_arenas
 
 limit_malloc_arenas()  # MALLOC_ARENA_MAX in the environment overrides
 
+from occvla_ros.ros.node_set import ignore_further_sigint, restore_default_sigint
+
+restore_default_sigint()
+
 import sys
 import threading
 import time
 import traceback
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path as FilePath
 
 import numpy as np
 import rclpy
@@ -34,7 +39,7 @@ from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallba
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import QoSPolicyKind, QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
@@ -120,6 +125,11 @@ class PlannerNode(Node):
         p = self.params
         if not p["checkpoint"]:
             raise ConfigError("parameter 'checkpoint' is empty: set it to a checkpoint directory")
+        if FilePath(p["checkpoint"]).is_file():
+            raise ConfigError(
+                f"parameter 'checkpoint' is a file ({p['checkpoint']}), not a checkpoint "
+                f"directory: give the directory holding model.safetensors and config.yaml"
+            )
         self.planner = Planner(
             p["checkpoint"],
             preset=p["preset"],
@@ -148,6 +158,9 @@ class PlannerNode(Node):
         self.last_arrival: dict[str, float] = {}
         self.started_s = self._now_s()
         self.stale: set[str] = set()
+        # Camera -> when its images started failing to decode (cleared by one that decodes): a
+        # camera sending only undecodable images is as useless as a silent one.
+        self.undecodable_since: dict[str, float] = {}
         self._camera_info_subscriptions: dict[str, object] = {}  # until each camera is checked
         self.fov_warning: str | None = None
         self.command_notice_given = False
@@ -166,8 +179,6 @@ class PlannerNode(Node):
         # share the synchroniser without locks. Inference runs on the main thread
         # (run_inference) and reads the ego history through snapshots; sets reach it through
         # the one-slot hand-over (_submit).
-        sub_events = SubscriptionEventCallbacks(incompatible_qos=self._incompatible_subscription)
-        pub_events = PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher)
         compressed = p["image_transport"] == "compressed"
         # Sensor data (best effort) by default, so any driver's stream is received; ROS 2's
         # standard overrides (qos_overrides.<topic>.subscription.reliability: reliable, ...)
@@ -175,40 +186,51 @@ class PlannerNode(Node):
         overrides = QoSOverridingOptions.with_default_policies()
         # Created first: the executor takes ready messages in creation order, so a set's
         # odometry is taken before the camera image that completes the set.
-        self.create_subscription(
+        self._subscribe(
             Odometry, p["odometry_topic"], self._on_odometry, qos_profile_sensor_data,
-            event_callbacks=sub_events, qos_overriding_options=overrides,
+            qos_overriding_options=overrides,
         )  # fmt: skip
         for name in CAMERA_NAMES:
-            self.create_subscription(
+            self._subscribe(
                 CompressedImage if compressed else Image,
                 self.get_parameter(camera_topic_parameter(name, "topic")).value,
                 lambda message, name=name: self._on_image(name, message),
                 CAMERA_QOS,
-                event_callbacks=sub_events,
                 qos_overriding_options=overrides,
             )
-            self._camera_info_subscriptions[name] = self.create_subscription(
+            self._camera_info_subscriptions[name] = self._subscribe(
                 CameraInfo,
                 self.get_parameter(camera_topic_parameter(name, "info_topic")).value,
                 lambda message, name=name: self._on_camera_info(name, message),
                 qos_profile_sensor_data,
-                event_callbacks=sub_events,
             )
-        self.create_subscription(
-            String, p["command_topic"], self._on_command, 10,
-            event_callbacks=sub_events,
-        )  # fmt: skip
-        self.trajectory_publisher = self.create_publisher(
-            Path, "~/trajectory", 10, event_callbacks=pub_events
-        )
-        self.meta_action_publisher = self.create_publisher(
-            String, "~/meta_action", 10, event_callbacks=pub_events
-        )
-        self.occupancy_publisher = self.create_publisher(
-            PointCloud2, "~/occupancy", 2, event_callbacks=pub_events
-        )
+        self._subscribe(String, p["command_topic"], self._on_command, 10)
+        self.trajectory_publisher = self._advertise(Path, "~/trajectory", 10)
+        self.meta_action_publisher = self._advertise(String, "~/meta_action", 10)
+        self.occupancy_publisher = self._advertise(PointCloud2, "~/occupancy", 2)
         self.create_timer(0.25, self._check_inputs)
+
+    def _subscribe(self, message_type, topic: str, callback, qos, **options):
+        """A subscription whose QoS mismatches are reported with its topic."""
+        events = SubscriptionEventCallbacks(
+            incompatible_qos=lambda event: self._qos_issue(
+                f"a publisher of {self.resolve_topic_name(topic)} offers QoS incompatible with "
+                f"this subscription ({_policy_name(event)}): nothing is received from it"
+            )
+        )
+        return self.create_subscription(
+            message_type, topic, callback, qos, event_callbacks=events, **options
+        )
+
+    def _advertise(self, message_type, topic: str, qos):
+        """A publisher whose QoS mismatches are reported with its topic."""
+        events = PublisherEventCallbacks(
+            incompatible_qos=lambda event: self._qos_issue(
+                f"a subscriber of {self.resolve_topic_name(topic)} requests QoS this output does "
+                f"not offer ({_policy_name(event)}): it receives nothing"
+            )
+        )
+        return self.create_publisher(message_type, topic, qos, event_callbacks=events)
 
     def start_diagnostics(self) -> None:
         # On the steady clock: under use_sim_time the status keeps coming while a bag is paused
@@ -245,6 +267,9 @@ class PlannerNode(Node):
         self.last_arrival[name] = self._now_s()
         # Decoding starts now, on the planner's workers, while the other cameras are in flight.
         view = self.planner.prepare_view(name, frame)
+        view.add_done_callback(lambda done, name=name: self._on_view_decoded(name, done))
+        if name in self.undecodable_since and name in self.stale:
+            return  # decoded only to see whether it works again; planned without it meanwhile
         synced, was_reset = self.sync.add(name, stamp_to_ns(message.header.stamp), view)
         if was_reset:
             # The odometry history restarts on its own when its stamps go back; clearing it here
@@ -254,6 +279,16 @@ class PlannerNode(Node):
         if synced is not None:
             self.counts["sets"] += 1
             self._submit(_Pending(synced, time.monotonic()))
+
+    def _on_view_decoded(self, name: str, view: Future) -> None:
+        """On a decoding worker: note whether a camera's images decode (cancelled: unknown)."""
+        if view.cancelled():
+            return
+        if view.exception() is None:
+            if self.undecodable_since.pop(name, None) is not None:
+                self.get_logger().info(f"{name}: images decode again")
+        else:
+            self.undecodable_since.setdefault(name, self._now_s())
 
     def _on_camera_info(self, name: str, message: CameraInfo) -> None:
         if name not in self._camera_info_subscriptions or message.width == 0 or message.k[0] <= 0:
@@ -296,19 +331,29 @@ class PlannerNode(Node):
         timeout = self.params["camera_timeout_s"]
         # A camera never heard from counts from the node's start, so a slow driver gets the
         # same timeout as a silent one.
-        stale = {
+        silent = {
             name
             for name in CAMERA_NAMES
             if now - self.last_arrival.get(name, self.started_s) > timeout
         }
-        if not self.last_arrival and stale:
+        undecodable = {
+            name for name, since in dict(self.undecodable_since).items() if now - since > timeout
+        }
+        stale = silent | undecodable
+        if not self.last_arrival and silent:
             text = f"no camera or odometry message in {timeout} s: check the topics and their QoS"
             self.issues.report("no_input", text, WARN, on_new=self.get_logger().warning)
         if stale != self.stale:
-            if stale:
+            policy = self.params["missing_camera_policy"]
+            if silent:
                 self.get_logger().warning(
-                    f"camera(s) silent for more than {timeout} s: {sorted(stale)} "
-                    f"(policy: {self.params['missing_camera_policy']})"
+                    f"camera(s) silent for more than {timeout} s: {sorted(silent)} "
+                    f"(policy: {policy})"
+                )
+            if undecodable:
+                self.get_logger().warning(
+                    f"camera(s) whose images failed to decode for more than {timeout} s: "
+                    f"{sorted(undecodable)} (policy: {policy})"
                 )
             self.stale = stale
             live = [name for name in CAMERA_NAMES if name not in stale]
@@ -322,12 +367,6 @@ class PlannerNode(Node):
             self.issues.report("odometry_silent", text, WARN, on_new=self.get_logger().warning)
         if self.fov_warning:
             self.issues.report("fov", self.fov_warning, WARN)
-
-    def _incompatible_subscription(self, event) -> None:
-        self._qos_issue(f"a publisher's QoS is incompatible with a subscription ({event})")
-
-    def _incompatible_publisher(self, event) -> None:
-        self._qos_issue(f"a subscriber's QoS is incompatible with an output ({event})")
 
     def _qos_issue(self, text: str) -> None:
         self.get_logger().warning("QoS mismatch: " + text)  # before the status shows it
@@ -559,6 +598,7 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_sigint()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
@@ -579,12 +619,21 @@ def _run(node: PlannerNode) -> None:
     try:
         node.run_inference()
     finally:
+        ignore_further_sigint()
         node.stop()
         # The executor's thread must leave its wait before the node and the process go
         # (exiting with it inside rcl aborts the process).
         rclpy.try_shutdown()
         spinner.join(timeout=10.0)
         executor.shutdown()
+
+
+def _policy_name(event) -> str:
+    """The QoS policy an incompatibility event names (RELIABILITY, DURABILITY, ...)."""
+    try:
+        return f"policy {QoSPolicyKind(event.last_policy_kind).name}"
+    except ValueError:
+        return f"policy kind {event.last_policy_kind}"
 
 
 def _describe(error: BaseException) -> str:

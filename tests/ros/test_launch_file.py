@@ -1,108 +1,27 @@
-"""launch/planner.launch.py and `occvla launch` start the same node set.
+"""`occvla launch` (the plain-Python launcher) and what it shares with the launch files.
 
-`launch` and `launch_ros` cannot be installed here (see docs/ros.md), so this test registers
-minimal stand-ins for the handful of classes the launch file uses, ONLY in sys.modules for the
-duration of the test (a test double for packages that do not exist here), executes the real
-launch file, and compares the Node(...) calls it makes with the launcher's command lines.
+The launch files themselves run under the real launch machinery in test_ros2_launch.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import sys
-import types
+import signal
+import subprocess
+import time
 
 import pytest
 
-from occvla_ros.ros.launcher import node_command, parse_launch_arguments
-from occvla_ros.ros.node_set import dds_environment, plan_nodes
-from tests.support.ros import REPO_ROOT
+from occvla_ros.ros.launcher import parse_launch_arguments
+from tests.support.ros import REPO_ROOT, ProcessHandle, python_module_command
 
 
-class _Recorded:
-    def __init__(self, *args, **kwargs) -> None:
-        self.args, self.kwargs = args, kwargs
-
-
-class _LaunchConfiguration:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def perform(self, context) -> str:
-        return context[self.name]
-
-
-@pytest.fixture
-def launch_doubles(monkeypatch):
-    modules = {
-        "launch": {"LaunchDescription": list},
-        "launch.actions": {
-            "DeclareLaunchArgument": _Recorded,
-            "OpaqueFunction": _Recorded,
-            "SetEnvironmentVariable": _Recorded,
-            "Shutdown": _Recorded,
-        },
-        "launch.substitutions": {"LaunchConfiguration": _LaunchConfiguration},
-        "launch_ros": {},
-        "launch_ros.actions": {"Node": _Recorded},
-    }
-    for name, attributes in modules.items():
-        module = types.ModuleType(name)
-        module.__dict__.update(attributes)
-        monkeypatch.setitem(sys.modules, name, module)
-
-
-def load_launch_file():
-    spec = importlib.util.spec_from_file_location(
-        "planner_launch", REPO_ROOT / "launch" / "planner.launch.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.mark.parametrize(
-    "tokens", [[], ["checkpoint:=/ckpt", "occupancy:=true", "device:=cuda:1", "use_sim_time:=true"]]
-)
-def test_launch_file_and_launcher_start_the_same_nodes(launch_doubles, installed_share_dir, tokens):
-    entities = load_launch_file().generate_launch_description()
-    declared = {
-        e.args[0]: e.kwargs["default_value"] for e in entities if "default_value" in e.kwargs
-    }
-    environment = {e.args[0]: e.args[1] for e in entities if len(e.args) == 2}
-    [opaque] = [e for e in entities if "function" in e.kwargs]
-    context = {**declared, **parse_launch_arguments(tokens)}
-    launched = opaque.kwargs["function"](context)
-
-    planned = plan_nodes(installed_share_dir, parse_launch_arguments(tokens))
-    assert environment == dds_environment(installed_share_dir)
-    assert len(launched) == len(planned) == (2 if "occupancy:=true" in tokens else 1)
-    for node, plan in zip(launched, planned, strict=True):
-        files, overrides = node.kwargs["parameters"][:-1], node.kwargs["parameters"][-1]
-        command = node_command(plan)
-        assert node.kwargs["name"] == plan.spec.name
-        assert node.kwargs["executable"] == plan.spec.executable
-        # Like the launcher: one node's exit ends the launch.
-        assert type(node.kwargs["on_exit"]).__name__ == "_Recorded"
-        assert node.kwargs["on_exit"].kwargs["reason"] == f"{plan.spec.name} exited"
-        assert all(["--params-file", f] == command[i : i + 2] for f in files
-                   for i in [command.index(f) - 1])  # fmt: skip
-        for key, value in overrides.items():
-            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-            assert f"{key}:={text}" in command
-        for source, target in node.kwargs["remappings"]:
-            assert f"{source}:={target}" in command
-    if tokens:
-        assert planned[0].parameters["device"] == "cuda:1"
-        assert planned[0].parameters["use_sim_time"] is True
-
-
-def test_console_scripts_exist_for_the_declared_executables():
+def test_node_scripts_exist_for_the_declared_executables():
     from occvla_ros.ros import node_set
 
     setup_text = (REPO_ROOT / "setup.py").read_text()
     for spec in (node_set.PLANNER, node_set.OCCUPANCY):
-        assert f"{spec.executable} = {spec.module}:main" in setup_text
+        assert f'"{spec.executable}": "{spec.module}"' in setup_text
         assert importlib.util.find_spec(spec.module) is not None
 
 
@@ -113,3 +32,51 @@ def test_bad_launch_arguments_are_named():
         parse_launch_arguments(["checkpoint=/x"])
     with pytest.raises(ConfigError, match="'speed:=3'"):
         parse_launch_arguments(["speed:=3"])
+
+
+@pytest.mark.ros
+def test_a_mistyped_boolean_launch_argument_is_refused(tmp_path):
+    launcher = ProcessHandle(
+        [*python_module_command("occvla_ros.cli", "launch"), "occupancy:=ture"],
+        tmp_path / "launch.log",
+    )
+    assert launcher.wait(60.0) == 2, launcher.log_text()
+    assert "launch argument occupancy:='ture' is not a boolean: expected true or false" in (
+        launcher.log_text()
+    )
+    assert "starting" not in launcher.log_text()
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_launched_in_the_background_sigint_still_stops_every_node(tiny_checkpoint, tmp_path):
+    """`occvla launch ... &` in a script starts with SIGINT ignored, and so did its nodes: a SIGINT
+    while they were still importing was lost, and they ran on."""
+    log_path = tmp_path / "launch.log"
+    command = [
+        *python_module_command("occvla_ros.cli", "launch"),
+        f"checkpoint:={tiny_checkpoint}", "device:=cpu", "occupancy:=true",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        # As a non-interactive shell starts a background job: SIGINT ignored, kept across exec.
+        launcher = subprocess.Popen(
+            ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        # Both nodes started, still importing their modules (seconds on this machine).
+        deadline = time.monotonic() + 30.0
+        while log_path.read_text().count("starting occvla_") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        launcher.send_signal(signal.SIGINT)
+        code = launcher.wait(timeout=30.0)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    text = log_path.read_text()
+    # Exit 0: every node ended on the forwarded SIGINT (one that ignored it would have been killed
+    # after the stop timeout, and the launcher would exit non-zero).
+    assert code == 0, text
+    assert "RCLError" not in text, text

@@ -88,7 +88,12 @@ def test_incompatible_qos_subscriber_is_reported(raw_node):
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     probe.node.create_subscription(Path, "/occvla_planner/trajectory", lambda _: None, latched)
     assert probe.spin_until(lambda: outputs.status_with("QoS mismatch"), 20.0), node.log_text()
-    assert "QoS mismatch: a subscriber's QoS is incompatible" in node.log_text()
+    # The topic and the policy, not an event object's repr.
+    assert (
+        "QoS mismatch: a subscriber of /occvla_planner/trajectory requests QoS this output does "
+        "not offer (policy DURABILITY)" in node.log_text()
+    )
+    assert " object at 0x" not in node.log_text()
 
 
 def test_an_incompatible_command_publisher_is_reported(raw_node):
@@ -99,7 +104,10 @@ def test_an_incompatible_command_publisher_is_reported(raw_node):
     # A route planner publishing best effort to the node's reliable command subscription: no
     # command ever arrives, and nothing but this warning says why.
     probe.node.create_publisher(String, "/occvla_planner/command", qos_profile_sensor_data)
-    expected = "QoS mismatch: a publisher's QoS is incompatible with a subscription"
+    expected = (
+        "QoS mismatch: a publisher of /occvla_planner/command offers QoS incompatible with this "
+        "subscription (policy RELIABILITY)"
+    )
     assert probe.spin_until(lambda: expected in node.log_text(), 20.0), node.log_text()
 
 
@@ -175,6 +183,11 @@ def test_camera_info_is_checked_once_per_camera_against_the_training_rig(raw_nod
     ("parameters", "expected"),
     [
         (("checkpoint:=/does/not/exist",), "checkpoint directory /does/not/exist does not exist"),
+        (
+            ("checkpoint:={checkpoint}/model.safetensors",),
+            "parameter 'checkpoint' is a file ({checkpoint}/model.safetensors), not a checkpoint "
+            "directory",
+        ),
         (("preset:=paligemma2-3b-224",), "model, expected 'paligemma2-3b-224'"),
         (("missing_camera_policy:=guess",), "missing_camera_policy='guess' must be one of"),
         (("loop_reset_s:=.inf",), "loop_reset_s=inf must be a finite number"),
@@ -185,6 +198,8 @@ def test_startup_failures_log_report_and_exit_non_zero(
 ):
     from diagnostic_msgs.msg import DiagnosticArray
 
+    parameters = [text.format(checkpoint=tiny_checkpoint) for text in parameters]
+    expected = expected.format(checkpoint=tiny_checkpoint)
     probe = RosProbe()
     statuses = []
     probe.node.create_subscription(

@@ -97,3 +97,44 @@ class ProcessHandle:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+# The vendored upstream launch/launch_ros/ros2cli wheels that `make test` installs (test tooling,
+# never needed at run time: docs/ros.md, Launch files).
+ROS2_LAUNCH_VENDOR = REPO_ROOT.parent / "shared" / "vendor" / "ros2-launch"
+
+
+def ros2_launch_missing() -> str | None:
+    """Why the real `ros2 launch` cannot run here, or None when it can."""
+    import importlib.util
+
+    if not ROS2_LAUNCH_VENDOR.is_dir():
+        return f"{ROS2_LAUNCH_VENDOR} not found: the real launch machinery is not installed"
+    missing = [
+        name
+        for name in ("launch", "launch_ros", "ros2launch", "composition_interfaces")
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing or not (Path(sys.prefix) / "bin" / "ros2").exists():
+        return f"ros2 launch not installed from {ROS2_LAUNCH_VENDOR} ({missing}): run `make test`"
+    return None
+
+
+def ros2_launch_command(launch_file: str, *arguments: str) -> list[str]:
+    """The `ros2 launch occvla_ros <file> ...` command users type, from this environment."""
+    return [str(Path(sys.prefix) / "bin" / "ros2"), "launch", "occvla_ros", launch_file, *arguments]
+
+
+class CpuHog:
+    """Two busy loops at the lowest priority (a loaded 2-core machine); stopped by pid."""
+
+    def __init__(self, count: int = 2) -> None:
+        self.processes = [
+            subprocess.Popen(["nice", "-n", "19", "sh", "-c", "while :; do :; done"])
+            for _ in range(count)
+        ]
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.kill()
+            process.wait()
