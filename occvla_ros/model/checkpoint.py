@@ -44,17 +44,18 @@ def _stored_state(
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors to write, {tied alias: stored key}); base backbone weights dropped if external.
 
-    Ties are found on the model's own tensors; the values come from ``state_dict`` when given
-    (a full copy gathered from a sharded model, whose tied entries no longer share storage).
+    Ties are found on the model's own parameters (one object under two names; this also holds
+    for an FSDP-sharded model, whose storages are not accessible); the values come from
+    ``state_dict`` when given (a full copy gathered from the shards).
     """
     external_backbone = model.config.backbone.weights_dir is not None
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple[int, tuple[int, ...]], str] = {}
-    for key, tensor in model.state_dict().items():
+    for key, tensor in model.state_dict(keep_vars=True).items():
         if external_backbone and _is_base_backbone_key(key):
             continue
-        identity = (tensor.untyped_storage().data_ptr(), tuple(tensor.shape))
+        identity = (id(tensor), tuple(tensor.shape))
         if identity in seen:  # tied weights (lm_head = token embeddings): store once
             aliases[key] = seen[identity]
             continue
