@@ -22,6 +22,7 @@ from occvla_ros.errors import CheckpointError, OccvlaError
 from occvla_ros.model.configuration import OccVLAConfig
 from occvla_ros.model.occvla import OccVLA
 from training.stages import Stage, StageContext
+from training.tokenizer_stage import add_decoder_arguments, choose_decoder, install_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +40,12 @@ class OccVLAStage(Stage):
             # The previous stage's model configuration is the one trained on; the YAML's model
             # section only names the preset it must have.
             context.config = _init_config(context.init, context.config.preset)
+        # Which frozen occupancy decoder the run loads (recorded in the config), checked now.
+        choose_decoder(context.config, context.args, context.name)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--occworld-vqvae",
-            type=Path,
-            help="OccWorld tokenizer weights for the frozen occupancy decoder (replace the "
-            "decoder of a fresh model or of the --init checkpoint)",
-        )
+        add_decoder_arguments(parser)
 
     def build_model(self) -> nn.Module:
         context = self.context
@@ -58,9 +56,7 @@ class OccVLAStage(Stage):
 
             model = load_checkpoint(context.init, expected_preset=context.config.preset)
             logger.info("initialised from %s (its model configuration is used)", context.init)
-        vqvae = getattr(context.args, "occworld_vqvae", None)
-        if vqvae is not None:
-            _load_decoder(model, vqvae)
+        install_decoder(model, context.args)
         return model
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
@@ -191,13 +187,3 @@ def _init_config(init: Path, preset: str) -> OccVLAConfig:
     if config.preset != preset:
         raise CheckpointError(f"--init {init} holds a {config.preset!r} model, expected {preset!r}")
     return config
-
-
-def _load_decoder(model: OccVLA, path: Path) -> None:
-    """OccWorld's pretrained tokenizer into the occupancy branch's frozen VQ-VAE."""
-    from occvla_ros.model.vqvae import load_occworld_vqvae
-
-    if model.occupancy is None:
-        raise OccvlaError("--occworld-vqvae given but the model has no occupancy branch")
-    load_occworld_vqvae(model.occupancy.vqvae, path)
-    logger.info("occupancy decoder initialised from OccWorld weights %s", path)

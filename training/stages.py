@@ -28,6 +28,7 @@ STAGES: dict[str, str] = {
     "qa": "training.occvla_stage:QAStage",
     "occupancy_language": "training.occvla_stage:OccupancyLanguageStage",
     "planning": "training.occvla_stage:PlanningStage",
+    "tokenizer": "training.tokenizer_stage:TokenizerStage",
 }
 
 

@@ -50,16 +50,32 @@ def lovasz_softmax(
     """
     if valid is not None:
         probabilities, labels = probabilities[valid], labels[valid]  # [M, C], [M]
-    present = torch.unique(labels)
+    present = torch.unique(labels)  # [P]
     if present.numel() == 0:
         return probabilities.sum() * 0.0
-    per_class = []
-    for class_index in present.tolist():
-        foreground = (labels == class_index).to(probabilities.dtype)  # [M]
-        errors = (foreground - probabilities[:, class_index]).abs()  # [M]
-        errors_sorted, order = torch.sort(errors, descending=True)
-        per_class.append(errors_sorted @ _jaccard_increments(foreground[order]))
-    return torch.stack(per_class).mean()
+    foreground = labels[:, None] == present[None, :]  # bool [M, P]
+    errors = (foreground.to(probabilities.dtype) - probabilities.index_select(1, present)).abs()
+    # The loss is linear in the errors once their order is fixed: sum_i m_i g_i, where g_i is
+    # the Jaccard increment at m_i's place in the order. The order, hence g, carries no
+    # gradient, so g is computed without autograd and the loss is one elementwise product
+    # (value and gradient equal to dotting the sorted errors with the increments; no sort or
+    # gather in the backward pass).
+    with torch.no_grad():
+        increments = torch.zeros_like(errors)  # [M, P]
+        for column, (class_errors, is_foreground) in enumerate(
+            zip(errors.t().contiguous(), foreground.t().contiguous(), strict=True)
+        ):
+            # Once every foreground voxel is passed in the sorted order, the Jaccard loss is 1
+            # and stays 1: background voxels whose error is below every foreground error have
+            # a zero increment. Leaving them out of the sort changes nothing; for a rare
+            # class most of the background is such.
+            kept = is_foreground | (class_errors >= class_errors[is_foreground].min())
+            kept = kept.nonzero().squeeze(1)  # [K]
+            order = kept[torch.sort(class_errors[kept], descending=True).indices]  # [K]
+            increments[order, column] = _jaccard_increments(
+                is_foreground[order].to(probabilities.dtype)
+            )
+    return (errors * increments).sum() / present.numel()
 
 
 def _jaccard_increments(foreground_sorted: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -25,9 +26,19 @@ from torch import nn
 
 from occvla_ros.errors import ConfigError
 from occvla_ros.model.losses import lovasz_softmax, masked_cross_entropy
-from occvla_ros.model.vqvae import OccupancyVQVAE, VQVAEConfig
+from occvla_ros.model.vqvae import (
+    OccupancyVQVAE,
+    VQVAEConfig,
+    load_occworld_vqvae,
+    load_scene_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
+
+# Trained decoders the branch loads: a tokenizer trained here (`--stage tokenizer`, its
+# checkpoint directory) or OccWorld's released one (a checkpoint file).
+SCENE_TOKENIZER, OCCWORLD = "scene_tokenizer", "occworld"
+DECODER_SOURCES = (SCENE_TOKENIZER, OCCWORLD)
 
 
 @dataclass
@@ -43,8 +54,13 @@ class OccupancyBranchConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
 
-    # The frozen decoder (OccWorld's tokenizer; load its weights with load_occworld_vqvae).
+    # The frozen decoder (OccWorld's tokenizer; load trained weights with load_decoder).
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    # Where the frozen decoder's weights came from, "<kind>:<path>" with a kind of
+    # DECODER_SOURCES; recorded by load_decoder so a checkpoint says it. None: random init,
+    # which the occupancy_language stage refuses unless told (a random decoder cannot express
+    # scenes, so its loss supervises little).
+    decoder_weights: str | None = None
     # Snap predicted latents to the nearest code (straight-through) before decoding. Off: the
     # decoder is fed continuous predictions and the loss gradient is exact (see the docs page).
     quantize_predictions: bool = False
@@ -85,6 +101,14 @@ class OccupancyBranchConfig:
             raise ConfigError(
                 f"OccupancyBranchConfig.query_grid {self.query_grid} must be two sizes that "
                 f"divide the VQ-VAE latent grid {latent}"
+            )
+        if self.decoder_weights is not None and (
+            not isinstance(self.decoder_weights, str)
+            or self.decoder_weights.partition(":")[0] not in DECODER_SOURCES
+        ):
+            raise ConfigError(
+                "OccupancyBranchConfig.decoder_weights must be None or '<kind>:<path>' with a "
+                f"kind of {DECODER_SOURCES}, got {self.decoder_weights!r}"
             )
         if not self.mlp_ratio > 0:
             raise ConfigError(f"OccupancyBranchConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
@@ -220,6 +244,23 @@ class OccupancyBranch(nn.Module):
             sum(p.numel() for _, p in self._frozen_named_parameters()),
             ", ".join(self.frozen_modules),
         )
+
+    def load_decoder(self, kind: str, source: str | Path) -> None:
+        """Trained weights into the frozen VQ-VAE; records ``config.decoder_weights``.
+
+        ``kind`` SCENE_TOKENIZER: a directory written by the tokenizer stage, whose recorded
+        configuration must equal ``config.vqvae``; OCCWORLD: an OccWorld checkpoint file. Every
+        tensor is checked (CheckpointError, nothing changed, on any mismatch); the decoder stays
+        frozen.
+        """
+        if kind == SCENE_TOKENIZER:
+            load_scene_tokenizer(source, self.vqvae)
+        elif kind == OCCWORLD:
+            load_occworld_vqvae(self.vqvae, source)
+        else:
+            raise ConfigError(f"unknown decoder source {kind!r}; expected one of {DECODER_SOURCES}")
+        self.config.decoder_weights = f"{kind}:{Path(source).absolute()}"
+        logger.info("occupancy decoder loaded from %s", self.config.decoder_weights)
 
     def _frozen_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         for module_name in self.frozen_modules:

@@ -20,6 +20,7 @@ Entry points:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -452,32 +453,59 @@ class OccupancyVQVAE(nn.Module):
         )
 
     def reconstruction_loss(
-        self,
-        occupancy: torch.Tensor,
-        ce_weight: float = 10.0,
-        lovasz_weight: float = 1.0,
-        vq_weight: float = 1.0,
+        self, occupancy: torch.Tensor, weights: ReconstructionWeights | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The tokenizer's own training objective (OccWorld's weights by default).
+        """The tokenizer's own training objective on ``occupancy`` (int [B, X, Y, Z]).
 
-        ce_weight * cross-entropy + lovasz_weight * Lovasz-softmax of the reconstruction of
-        ``occupancy`` (int [B, X, Y, Z]) + vq_weight * VQ loss. Used to pretrain a tokenizer
-        (e.g. the tiny one) before the occupancy branch decodes through it frozen.
+        Runs the forward pass and applies :func:`reconstruction_loss` (OccWorld's weights by
+        default). A data-parallel wrapper must call the module itself, then the function.
         """
-        output = self(occupancy)
-        flat_logits = output.logits.reshape(-1, self.config.num_classes)  # [N, C], a view
-        labels = occupancy.reshape(-1).long()  # [N]
+        return reconstruction_loss(self(occupancy), occupancy, weights)
+
+
+@dataclass(frozen=True)
+class ReconstructionWeights:
+    """Weights of the tokenizer objective; the defaults are OccWorld's (CE 10, Lovasz 1, VQ 1)."""
+
+    ce: float = 10.0
+    lovasz: float = 1.0
+    vq: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not all(weight >= 0 for weight in (self.ce, self.lovasz, self.vq)) or not (
+            self.ce + self.lovasz > 0
+        ):
+            raise ConfigError(
+                "reconstruction weights must be >= 0 with ce or lovasz > 0, got "
+                f"ce={self.ce}, lovasz={self.lovasz}, vq={self.vq}"
+            )
+
+
+def reconstruction_loss(
+    output: VQVAEOutput, occupancy: torch.Tensor, weights: ReconstructionWeights | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """ce * cross-entropy + lovasz * Lovasz-softmax + vq * VQ loss of a tokenizer's ``output``.
+
+    ``output``: the tokenizer's forward on ``occupancy`` (int [B, X, Y, Z]). Every voxel counts
+    (the tokenizer reconstructs the whole grid, not only what the cameras see), in fp32. Returns
+    (loss, {"vq_ce", "vq_lovasz", "vq_codebook"}); a term whose weight is 0 is neither computed
+    nor reported (the VQ term is always reported: it measures the codebook fit).
+    """
+    weights = weights if weights is not None else ReconstructionWeights()
+    num_classes = output.logits.shape[-1]
+    flat_logits = output.logits.reshape(-1, num_classes).float()  # [N, C], a view when fp32
+    labels = occupancy.reshape(-1).long()  # [N]
+    total = weights.vq * output.vq_loss.float()
+    terms = {"vq_codebook": float(output.vq_loss.detach())}
+    if weights.ce > 0:
         cross_entropy = masked_cross_entropy(flat_logits, labels)
-        total = ce_weight * cross_entropy + vq_weight * output.vq_loss
-        terms = {
-            "vq_ce": float(cross_entropy.detach()),
-            "vq_codebook": float(output.vq_loss.detach()),
-        }
-        if lovasz_weight > 0:
-            lovasz = lovasz_softmax(flat_logits.softmax(dim=-1), labels)
-            total = total + lovasz_weight * lovasz
-            terms["vq_lovasz"] = float(lovasz.detach())
-        return total, terms
+        total = total + weights.ce * cross_entropy
+        terms["vq_ce"] = float(cross_entropy.detach())
+    if weights.lovasz > 0:
+        lovasz = lovasz_softmax(flat_logits.softmax(dim=-1), labels)
+        total = total + weights.lovasz * lovasz
+        terms["vq_lovasz"] = float(lovasz.detach())
+    return total, terms
 
 
 # Prefixes a released OccWorld checkpoint may put before the tokenizer's own names: "module."
@@ -490,7 +518,7 @@ _MAX_LISTED_KEYS = 12
 def _read_state_dict(source: str | Path) -> Mapping[str, object]:
     path = Path(source)
     if not path.is_file():
-        raise CheckpointError(f"OccWorld VQ-VAE checkpoint not found: {path}")
+        raise CheckpointError(f"VQ-VAE checkpoint not found: {path}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -499,7 +527,7 @@ def _read_state_dict(source: str | Path) -> Mapping[str, object]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any reader failure means the file is unusable
         raise CheckpointError(
-            f"cannot read OccWorld VQ-VAE checkpoint {path}: {type(error).__name__}: {error}"
+            f"cannot read VQ-VAE checkpoint {path}: {type(error).__name__}: {error}"
         ) from error
 
 
@@ -585,3 +613,100 @@ def load_occworld_vqvae(
         raise CheckpointError(f"{description}: non-finite values in {_describe(non_finite)}")
     model.load_state_dict(tensors, strict=True)
     return model
+
+
+# A trained scene tokenizer directory, as `python -m training.train --stage tokenizer` writes it:
+# the weights (OccWorld's names, so either loader reads them) and the configuration they fit.
+SCENE_TOKENIZER_WEIGHTS = "scene_tokenizer.safetensors"
+SCENE_TOKENIZER_CONFIG = "scene_tokenizer.yaml"
+SCENE_TOKENIZER_FORMAT = 1
+
+
+def save_scene_tokenizer(
+    directory: str | Path,
+    config: VQVAEConfig,
+    state: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, object] | None = None,
+) -> Path:
+    """Write a tokenizer's ``state`` (its state dict) and ``config`` into ``directory``.
+
+    ``metadata`` (plain values: the run, its validation metrics) is stored beside the config
+    for people reading the directory; loading ignores it.
+    """
+    import yaml
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()},
+        str(directory / SCENE_TOKENIZER_WEIGHTS),
+    )
+    fields = {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in dataclasses.asdict(config).items()
+    }
+    document = {
+        "format_version": SCENE_TOKENIZER_FORMAT,
+        "vqvae": fields,
+        "metadata": dict(metadata or {}),
+    }
+    (directory / SCENE_TOKENIZER_CONFIG).write_text(yaml.safe_dump(document, sort_keys=False))
+    return directory
+
+
+def read_scene_tokenizer_config(directory: str | Path) -> VQVAEConfig:
+    """The :class:`VQVAEConfig` a scene tokenizer directory was trained with."""
+    import yaml
+
+    path = Path(directory) / SCENE_TOKENIZER_CONFIG
+    if not path.is_file():
+        raise CheckpointError(
+            f"{directory} is not a scene tokenizer checkpoint: {SCENE_TOKENIZER_CONFIG} is "
+            "missing (train one with `python -m training.train --stage tokenizer`, then pass "
+            "its RUN/checkpoint)"
+        )
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise CheckpointError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(document, dict) or document.get("format_version") != SCENE_TOKENIZER_FORMAT:
+        raise CheckpointError(
+            f"{path}: unsupported scene tokenizer format; expected format_version "
+            f"{SCENE_TOKENIZER_FORMAT}"
+        )
+    fields = document.get("vqvae")
+    known = {field.name for field in dataclasses.fields(VQVAEConfig)}
+    if not isinstance(fields, dict) or set(fields) - known:
+        raise CheckpointError(f"{path}: 'vqvae' must map VQVAEConfig fields, got {fields!r}")
+    try:
+        return VQVAEConfig(**fields)
+    except (ConfigError, TypeError) as error:
+        raise CheckpointError(f"{path}: {error}") from error
+
+
+def load_scene_tokenizer(
+    directory: str | Path, model: OccupancyVQVAE | None = None
+) -> OccupancyVQVAE:
+    """A trained scene tokenizer from ``directory``: into ``model`` (in place), or a new one.
+
+    ``model``'s configuration must equal the recorded one (a :class:`CheckpointError` names the
+    fields that differ, e.g. a tiny tokenizer offered to the real preset). The tensors are
+    checked as :func:`load_occworld_vqvae` does, and ``model`` is left unchanged on any error.
+    """
+    directory = Path(directory)
+    config = read_scene_tokenizer_config(directory)
+    if model is None:
+        model = OccupancyVQVAE(config)
+    elif model.config != config:
+        differing = [
+            f"{field.name} {getattr(config, field.name)!r} (model: "
+            f"{getattr(model.config, field.name)!r})"
+            for field in dataclasses.fields(VQVAEConfig)
+            if getattr(config, field.name) != getattr(model.config, field.name)
+        ]
+        raise CheckpointError(
+            f"scene tokenizer {directory} was trained with another configuration than this "
+            f"model's: {'; '.join(differing)}"
+        )
+    return load_occworld_vqvae(model, directory / SCENE_TOKENIZER_WEIGHTS)

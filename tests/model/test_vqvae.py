@@ -11,7 +11,17 @@ from safetensors.torch import load_file, save_file
 
 from occvla_ros.constants import NUM_OCC_CLASSES, OCC_GRID_SHAPE
 from occvla_ros.errors import CheckpointError, ConfigError
-from occvla_ros.model.vqvae import OccupancyVQVAE, VQVAEConfig, load_occworld_vqvae
+from occvla_ros.model.losses import _jaccard_increments, lovasz_softmax
+from occvla_ros.model.vqvae import (
+    SCENE_TOKENIZER_CONFIG,
+    OccupancyVQVAE,
+    ReconstructionWeights,
+    VQVAEConfig,
+    load_occworld_vqvae,
+    load_scene_tokenizer,
+    reconstruction_loss,
+    save_scene_tokenizer,
+)
 
 DATA = Path(__file__).parent / "data"
 REFERENCE_COPY = DATA / "occworld_vqvae_state_dict.txt"
@@ -278,6 +288,80 @@ def test_reconstruction_loss_trains_a_tokenizer():
     assert set(history[0]) == {"vq_ce", "vq_lovasz", "vq_codebook"}
     assert history[-1]["vq_ce"] < 0.7 * history[0]["vq_ce"]
     assert history[-1]["vq_lovasz"] < history[0]["vq_lovasz"]
+
+
+def test_reconstruction_loss_weights_and_terms():
+    torch.manual_seed(0)
+    config = VQVAEConfig(**{**VQVAEConfig.tiny().__dict__, "spatial_size": (8, 8)})
+    model = OccupancyVQVAE(config)
+    occupancy = torch.randint(0, NUM_OCC_CLASSES, (2, 8, 8, 16))
+    output = model(occupancy)
+    full, terms = reconstruction_loss(output, occupancy)
+    assert set(terms) == {"vq_ce", "vq_lovasz", "vq_codebook"}
+    expected = 10 * terms["vq_ce"] + terms["vq_lovasz"] + terms["vq_codebook"]  # OccWorld's
+    assert float(full.detach()) == pytest.approx(expected, rel=1e-5)
+    ce_only, terms = reconstruction_loss(output, occupancy, ReconstructionWeights(lovasz=0.0))
+    assert float(ce_only.detach()) == pytest.approx(10 * terms["vq_ce"] + terms["vq_codebook"])
+    assert set(terms) == {"vq_ce", "vq_codebook"}
+    with pytest.raises(ConfigError, match="ce or lovasz > 0"):
+        ReconstructionWeights(ce=0.0, lovasz=0.0)
+
+
+def _sorted_lovasz(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The paper's definition, literally: sort every present class's errors, dot increments."""
+    per_class = []
+    for class_index in torch.unique(labels).tolist():
+        foreground = (labels == class_index).to(probabilities.dtype)
+        errors = (foreground - probabilities[:, class_index]).abs()
+        errors_sorted, order = torch.sort(errors, descending=True)
+        per_class.append(errors_sorted @ _jaccard_increments(foreground[order]))
+    return torch.stack(per_class).mean()
+
+
+@pytest.mark.parametrize("confidence", [0.0, 6.0])  # untrained, and mostly right
+def test_lovasz_equals_the_sorted_definition_in_value_and_gradient(confidence):
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 6, (4000,), generator=generator)
+    labels[:2000] = 5  # one dominant class, as free space is
+    logits = torch.randn(4000, 6, generator=generator, dtype=torch.float64)
+    logits += confidence * torch.nn.functional.one_hot(labels, 6)
+    gradients = []
+    for loss_function in (lovasz_softmax, _sorted_lovasz):
+        leaf = logits.clone().requires_grad_(True)
+        loss = loss_function(leaf.softmax(dim=-1), labels)
+        loss.backward()
+        gradients.append((loss.detach(), leaf.grad))
+    torch.testing.assert_close(gradients[0][0], gradients[1][0])
+    torch.testing.assert_close(gradients[0][1], gradients[1][1])
+
+
+def test_scene_tokenizer_directory_round_trip(tmp_path):
+    torch.manual_seed(0)
+    source = OccupancyVQVAE(VQVAEConfig.tiny())
+    save_scene_tokenizer(tmp_path / "tok", source.config, source.state_dict(), {"preset": "tiny"})
+    loaded = load_scene_tokenizer(tmp_path / "tok")
+    assert loaded.config == source.config
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    # Into an existing model of the same configuration, in place.
+    target = OccupancyVQVAE(VQVAEConfig.tiny())
+    assert load_scene_tokenizer(tmp_path / "tok", target) is target
+    assert torch.equal(target.class_embeds.weight, source.class_embeds.weight)
+
+
+def test_scene_tokenizer_of_another_configuration_is_refused(tmp_path):
+    other = VQVAEConfig(**{**VQVAEConfig.tiny().__dict__, "codebook_size": 32})
+    save_scene_tokenizer(tmp_path / "tok", other, OccupancyVQVAE(other).state_dict())
+    target = OccupancyVQVAE(VQVAEConfig.tiny())
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"codebook_size 32 \(model: 64\)"):
+        load_scene_tokenizer(tmp_path / "tok", target)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+    with pytest.raises(CheckpointError, match=f"{SCENE_TOKENIZER_CONFIG} is missing"):
+        load_scene_tokenizer(tmp_path)
+    (tmp_path / "tok" / SCENE_TOKENIZER_CONFIG).write_text("format_version: 7\n")
+    with pytest.raises(CheckpointError, match="unsupported scene tokenizer format"):
+        load_scene_tokenizer(tmp_path / "tok")
 
 
 def _golden_inputs() -> torch.Tensor:
