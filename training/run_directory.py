@@ -49,20 +49,19 @@ BEST_DIR = "best"
 _TEMPORARY_PREFIX = ".tmp-"
 
 
-def prepare_new(out: Path, overwrite: bool, remove: bool) -> None:
-    """Refuse to replace an existing run unless ``overwrite`` (then, if ``remove``, delete it).
-
-    Also checks that ``out`` is a writable directory, before any work.
-    """
+def check_new(out: Path, overwrite: bool) -> None:
+    """``out`` is a writable directory holding no run, or ``overwrite`` allows replacing it."""
     check_output_directory(out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"--out {out} already holds files; continue that run with --resume {out}, "
+            "or replace it with --overwrite"
+        )
+
+
+def clear(out: Path) -> None:
+    """--overwrite, once every check has passed: the previous run goes."""
     if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(
-                f"--out {out} already holds files; continue that run with --resume {out}, "
-                "or replace it with --overwrite"
-            )
-        if not remove:
-            return
         shutil.rmtree(out)
         logger.warning("--overwrite: removed the previous run in %s", out)
 

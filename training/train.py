@@ -107,11 +107,11 @@ def train(args: argparse.Namespace) -> Path:
         resolved = resolved_settings(
             context.config, settings, {**arguments, "world_size": dist.world_size}
         )
-        # Every rank checks (nothing is written yet), then rank 0 prepares the directory.
+        # Every rank checks (nothing is written or removed until all checks have passed).
         if args.resume is not None:
             runs.check_resumable(run, resolved)
         else:
-            runs.prepare_new(run, args.overwrite, remove=dist.is_main)
+            runs.check_new(run, args.overwrite)
         # Bad data fails here, before the model is built.
         dataset = stage.dataset(_records(args, args.split), "train")
         probe(dataset, settings.max_consecutive_bad_samples)
@@ -119,6 +119,7 @@ def train(args: argparse.Namespace) -> Path:
         parallel.barrier(dist)
         if dist.is_main:
             if args.resume is None:
+                runs.clear(run)
                 runs.write_config(run, resolved)
             runs.remove_temporaries(run)
         parallel.barrier(dist)

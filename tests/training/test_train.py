@@ -168,13 +168,17 @@ def test_missing_images_stop_after_a_bounded_count(synthetic_dataroot, tmp_path,
     for entry in synthetic_dataroot.iterdir():
         if entry.name not in ("samples", "sweeps"):
             (dataroot / entry.name).symlink_to(entry)
-    assert main(arguments(dataroot, tmp_path / "run")) == 2
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')  # an earlier run, to be replaced
+    assert main([*arguments(dataroot, run), "--overwrite"]) == 2
     (error,) = _errors(caplog)
     assert error.startswith("16 unreadable samples in a row, the first: cannot read image ")
     assert str(dataroot / "samples") in error
     skips = [r for r in caplog.records if r.getMessage().startswith("skipping a sample")]
     assert len(skips) == 16  # bounded: the default max_consecutive_bad_samples
-    assert not (tmp_path / "run" / "checkpoint").exists()
+    # Refused before any change: --overwrite removes the earlier run only once checks pass.
+    assert [p.name for p in run.iterdir()] == ["metrics.jsonl"]
 
 
 def test_help_keeps_the_examples_on_their_own_lines(capsys):
