@@ -48,6 +48,9 @@ class Prediction:
     meta_action_scores: torch.Tensor  # float32 [B, K] sum of answer-token log-probs
     waypoints: torch.Tensor  # float32 [B, 6, 2], ego frame (x forward, y left), metres
     occupancy: torch.Tensor | None  # uint8 [B, 200, 200, 16] Occ3D classes, when asked
+    # The visual hidden states the occupancy branch reads: predict_occupancy(visual) decodes the
+    # occupancy later (a node publishes the plan first).
+    visual: torch.Tensor | None = None
 
 
 def build_tokenizer(config: OccVLAConfig):
@@ -286,18 +289,22 @@ class OccVLA(nn.Module):
             past_mask=_optional_to(past_mask, device),
             commands=commands,
         ).float()
-        occupancy = None
-        if with_occupancy:
-            if self.occupancy is None:
-                raise ConfigError("this model was built with_occupancy=False: no occupancy")
-            occupancy = self.occupancy.predict(visual)
+        occupancy = self.predict_occupancy(visual) if with_occupancy else None
         return Prediction(
             meta_actions=[self.config.meta_actions.action(int(i)) for i in indices],
             meta_action_indices=indices,
             meta_action_scores=scores,
             waypoints=waypoints,
             occupancy=occupancy,
+            visual=visual,
         )
+
+    @torch.no_grad()
+    def predict_occupancy(self, visual: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 200, 200, 16] Occ3D classes from a Prediction's ``visual`` states."""
+        if self.occupancy is None:
+            raise ConfigError("this model was built with_occupancy=False: no occupancy")
+        return self.occupancy.predict(visual)
 
     @torch.no_grad()
     def generate_text(

@@ -472,7 +472,6 @@ class PlannerNode(Node):
             frames,
             ego.as_array(),
             command=command,
-            with_occupancy=with_occupancy,
             past_trajectory=past,
             past_mask=ego.past_mask if past is not None else None,
         )
@@ -485,8 +484,10 @@ class PlannerNode(Node):
             path_message(plan.waypoints, header, ego.odometry if odometry_frame else None)
         )
         self.meta_action_publisher.publish(String(data=plan.meta_action.text))
-        if plan.occupancy is not None:
-            points, classes = occupancy_points(plan.occupancy)
+        latency_ms = (time.monotonic() - pending.completed_at) * 1e3  # until the plan is out
+        # Decoded after the plan is published: the occupancy branch must not delay the trajectory.
+        if with_occupancy:
+            points, classes = occupancy_points(self.planner.decode_occupancy(plan))
             cloud_header = Header(stamp=header.stamp, frame_id=self.params["base_frame"])
             self.occupancy_publisher.publish(occupancy_cloud(points, classes, cloud_header))
         self.counts["plans"] += 1
@@ -496,7 +497,7 @@ class PlannerNode(Node):
                 "degraded", f"degraded output: blank view for {', '.join(missing)}", WARN
             )
         self.inference_ms.add(plan.timings.total_ms)
-        self.latency_ms.add((time.monotonic() - pending.completed_at) * 1e3)
+        self.latency_ms.add(latency_ms)
 
     # ---- diagnostics ---------------------------------------------------------------------
     def publish_diagnostics(self, startup_error: str | None = None) -> None:

@@ -73,6 +73,7 @@ class Plan:
     waypoints: np.ndarray  # float32 [6, 2], ego frame (x forward, y left), metres
     occupancy: np.ndarray | None  # uint8 [200, 200, 16] Occ3D classes, when asked
     timings: PlanTimings
+    visual_states: torch.Tensor | None = None  # for Planner.decode_occupancy
 
 
 def select_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
@@ -250,7 +251,15 @@ class Planner:
                 inference_ms=(done - preprocessed) * 1e3,
                 total_ms=(done - start) * 1e3,
             ),
+            visual_states=prediction.visual,
         )
+
+    def decode_occupancy(self, plan: Plan) -> np.ndarray:
+        """uint8 [200, 200, 16] Occ3D classes for a plan made without them: a caller can publish
+        the plan first and the occupancy after (the branch costs as much as the plan on a CPU)."""
+        if not self.has_occupancy:
+            raise ConfigError(f"checkpoint {self.checkpoint} has no occupancy branch")
+        return self.model.predict_occupancy(plan.visual_states)[0].cpu().numpy()
 
     def _past_tensors(self, past_trajectory, past_mask) -> tuple[torch.Tensor, torch.Tensor] | None:
         """([1, P, 2], bool [1, P]) on the model's device, or None without a history."""

@@ -293,3 +293,38 @@ def test_a_raising_callback_is_reported_and_the_callbacks_go_on():
     assert len(calls) == 3  # the callbacks went on after the first one raised
     assert [str(error) for error in failures] == ["a message no callback expected"]
     assert stopped == [True]  # and the inference loop is released at the end
+
+
+def test_the_plan_is_published_before_the_occupancy_is_decoded(tiny_checkpoint, tmp_path):
+    from sensor_msgs.msg import PointCloud2
+
+    # Fault injection: an occupancy decode that never ends. The Path and the meta-action used to
+    # wait for it (the plan and the occupancy were one call).
+    code = (
+        "import sys, threading\n"
+        "import occvla_ros.model.occupancy as occupancy\n"
+        "occupancy.OccupancyBranch.predict = lambda self, visual: threading.Event().wait()\n"
+        "from occvla_ros.ros.planner_node import main\n"
+        "sys.exit(main())\n"
+    )
+    probe = RosProbe()
+    outputs = Outputs(probe)
+    clouds = []
+    # A subscriber to the occupancy output is what makes the node decode it.
+    probe.node.create_subscription(PointCloud2, "/occvla_planner/occupancy", clouds.append, 2)
+    node = ProcessHandle(
+        [sys.executable, "-c", code, "--ros-args", "-r", "__node:=occvla_planner",
+         "-p", f"checkpoint:={tiny_checkpoint}", "-p", "device:=cpu"],
+        tmp_path / "planner.log",
+    )  # fmt: skip
+    try:
+        rig = CameraRig(probe)
+        assert rig.wait_for_node(), node.log_text()
+        published = [int((400 + 0.5 * i) * SECOND) for i in range(10)]
+        assert drive(probe, rig, published, lambda: outputs.paths and outputs.actions), (
+            node.log_text()
+        )
+        assert not clouds  # the decode is still "running"
+    finally:
+        node.stop()  # SIGKILL in the end: its inference thread never returns
+        probe.close()

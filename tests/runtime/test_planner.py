@@ -55,6 +55,8 @@ def test_occupancy_is_computed_only_when_asked_and_does_not_change_the_plan(plan
     points, classes = occupancy_points(with_occupancy.occupancy)
     assert points.shape == (len(classes), 3) and points.dtype == np.float32
     assert (points[:, :2] > -40).all() and (points[:, :2] < 40).all()
+    # Decoded later from the plan made without it (a node publishes the plan first): the same.
+    np.testing.assert_array_equal(planner.decode_occupancy(without), with_occupancy.occupancy)
 
 
 def test_bgr8_mono8_and_jpeg_inputs_match_the_rgb8_pixels(planner):
