@@ -61,7 +61,7 @@ def stand_in_tokenizer(config: OccVLAConfig):
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in SPECIAL_TOKENS.items()}
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     if ids != {"pad_token": 0, "eos_token": 1, "bos_token": 2} or image_id != vocab_size:
-        raise AssertionError(f"stand-in tokenizer ids {ids}, <image> {image_id}")
+        raise RuntimeError(f"stand-in tokenizer ids {ids}, <image> {image_id}")
     return tokenizer
 
 

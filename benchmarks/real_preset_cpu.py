@@ -160,6 +160,8 @@ def main() -> int:
         plan_phase(args)
         return 0
     print(describe_machine())
+    # On a shared machine, if memory runs out, the kernel should end this run, not a neighbour's.
+    Path("/proc/self/oom_score_adj").write_text("1000")
     print(f"memory available at the start: {_available_gib():.1f} GiB; {args.threads} threads")
     with tempfile.TemporaryDirectory(prefix="real_preset_") as temporary:
         workdir = args.workdir or Path(temporary)
