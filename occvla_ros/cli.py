@@ -28,6 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "model-info": ("occvla_ros.model.info", "parameter counts of an OccVLA preset or config"),
     "launch": ("occvla_ros.ros.launcher", "start the ROS 2 nodes (without ros2 launch)"),
     "bag": ("occvla_ros.bags.command", "convert nuScenes to a rosbag2 bag; play a bag into ROS 2"),
+    "replay-report": (
+        "occvla_ros.evaluation.replay_report",
+        "video and summary table of a recorded replay (occvla bag play --record)",
+    ),
     "train-ego-baseline": (
         "occvla_ros.evaluation.baselines",
         "train the ego-status-only MLP planning baseline",

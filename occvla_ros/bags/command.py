@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def add_arguments(parser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
@@ -18,7 +20,18 @@ def add_arguments(parser) -> None:
     convert.add_argument(
         "--keyframes-only", action="store_true", help="2 Hz keyframe images only (no sweeps)"
     )
-    play = actions.add_parser("play", help="publish a bag in real time, with /clock")
+    convert.add_argument(
+        "--compression", choices=("zstd", "none"),
+        help="MCAP chunk compression (default: zstd for mcap, none for sqlite3)",
+    )  # fmt: skip
+    convert.add_argument(
+        "--close-gaps", type=float, metavar="S",
+        help="start each scene S seconds after the previous one ends (stamps shifted), so "
+        "players do not wait through the hours between recordings",
+    )  # fmt: skip
+    play = actions.add_parser(
+        "play", help="publish a bag in real time (or in lockstep with the planner), with /clock"
+    )
     play.add_argument("bag", help="bag directory (MCAP or sqlite3)")
     play.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
     play.add_argument("--loop", action="store_true", help="start again at the end")
@@ -27,12 +40,30 @@ def add_arguments(parser) -> None:
     )
     play.add_argument(
         "--wait-for", nargs="+", default=(), metavar="TOPIC",
-        help="wait (up to 30 s) until each of these topics has a subscriber before playing",
+        help="wait until each of these topics has a subscriber before playing",
+    )  # fmt: skip
+    play.add_argument(
+        "--wait-timeout", type=float, default=30.0, metavar="S",
+        help="longest wait for --wait-for's subscribers and, in lockstep, for the planner",
     )  # fmt: skip
     play.add_argument(
         "--score", metavar="TOPIC",
         help="score the Paths published on TOPIC (the planner's, e.g. /occvla_planner/trajectory) "
         "against the bag's /gt_trajectory",
+    )  # fmt: skip
+    play.add_argument(
+        "--lockstep", action="store_true",
+        help="play one camera set at a time and wait for the planner's plan (on the --score "
+        "topic, else /occvla_planner/trajectory) before the next: a score that does not depend "
+        "on the machine's speed or load",
+    )  # fmt: skip
+    play.add_argument(
+        "--lockstep-timeout", type=float, default=30.0, metavar="S",
+        help="longest wait for the plan of one set in lockstep (counted when reached)",
+    )  # fmt: skip
+    play.add_argument(
+        "--record", metavar="FILE.mcap",
+        help="write the replay and everything the nodes publish into this new MCAP file",
     )  # fmt: skip
     play.add_argument(
         "--max-gap", type=float, default=1.0,
@@ -51,19 +82,49 @@ def run(args) -> int:
         report = convert(
             args.dataroot, args.version, args.out, scene_names=args.scenes,
             storage=args.storage, humble=args.humble, keyframes_only=args.keyframes_only,
+            compression=args.compression, close_gaps_s=args.close_gaps, progress=True,
         )  # fmt: skip
         print(f"wrote {args.out}: {report.summary()}")
         return 0
     from occvla_ros.ros.bag_player import play_until_shutdown
 
     report = play_until_shutdown(
-        args.bag, rate=args.rate, loop=args.loop, delay_s=args.delay,
-        max_gap_s=args.max_gap, wait_for=args.wait_for, score_topic=args.score,
+        args.bag, rate=args.rate, loop=args.loop, delay_s=args.delay, max_gap_s=args.max_gap,
+        lockstep=args.lockstep, lockstep_timeout_s=args.lockstep_timeout, wait_for=args.wait_for,
+        wait_timeout_s=args.wait_timeout,
+        score_topic=args.score, record=args.record, progress=True,
     )  # fmt: skip
     total = sum(report.published.values())
     print(f"published {total} messages on {len(report.published)} topics, {report.loops} loop(s)")
     for topic, why in report.skipped_topics.items():
         print(f"  not published: {topic} ({why})")
-    if report.score is not None:
-        print(report.score.summary())
+    if args.lockstep:
+        print(
+            f"lockstep: {report.lockstep_sets} camera sets, {report.lockstep_timeouts} not "
+            f"answered within {args.lockstep_timeout:g} s, {report.incomplete_sets} incomplete "
+            "in the bag"
+        )
+    if report.recording is not None:
+        print(f"recorded {report.recording}")
+    return _score_status(report.score, args)
+
+
+def _score_status(score, args) -> int:
+    """Exit status of a scored replay: 1 when nothing was scored, or in lockstep (where every
+    set is answered) when any ground truth with a full future went unscored."""
+    if score is None:
+        return 0
+    if score.matched == 0:
+        print(
+            f"error: no plan on {args.score} matched any of the {score.ground_truths} "
+            f"ground-truth paths ({score.plans} plans received): nothing scored", file=sys.stderr,
+        )  # fmt: skip
+        return 1
+    print(score.summary())
+    if args.lockstep and score.matched < score.ground_truths:
+        print(
+            f"error: lockstep scored only {score.matched} of {score.ground_truths} ground-truth "
+            "paths", file=sys.stderr,
+        )  # fmt: skip
+        return 1
     return 0

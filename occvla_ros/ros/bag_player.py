@@ -1,18 +1,31 @@
-"""Replays a rosbag2 bag into ROS 2 in real time, for machines without ``ros2 bag play``.
+"""Replays a rosbag2 bag into ROS 2, for machines without ``ros2 bag play``.
 
 Reads MCAP or sqlite3 bags with ``rosbags`` and publishes each message's serialised CDR bytes
-as recorded (no deserialisation) at its log time, scaled by ``rate``, with ``/clock`` following
-the bag (for nodes started with ``use_sim_time:=true``), like ``ros2 bag play --clock``. A topic
-whose message type has no Python class here (``tf2_msgs`` on machines without a ROS install) is
+as recorded (no deserialisation), with ``/clock`` following the bag (for nodes started with
+``use_sim_time:=true``), like ``ros2 bag play --clock``. Two pacings:
+
+- real time (the default, for watching): each message at its log time, scaled by ``rate``. Unlike
+  ``ros2 bag play``, a pause longer than ``max_gap_s`` between two messages (the time between two
+  nuScenes scenes of one bag: minutes to days) is shortened to ``max_gap_s`` of wall time; the
+  stamps and ``/clock`` jump forward. With ``loop`` the bag restarts at its end: stamps go
+  backwards, as in ``ros2 bag play --loop``.
+- ``lockstep`` (for scoring): the messages of one synchronised instant (up to the image that
+  completes a set of the six cameras) are published at once, then playback waits for the
+  planner's answer on ``plan_topic`` (or ``lockstep_timeout_s``, counted) before the next. No set
+  is dropped for a busy CPU, so the score does not depend on the machine's load or speed.
+
+A topic whose message type has no Python class here (``tf2_msgs`` where it is not built) is
 skipped with one log line; the planner needs only the cameras and odometry. Each topic keeps the
 reliability and durability recorded in the bag (``occvla bag convert`` records reliable, and
 transient-local for ``/tf_static``); without a record it is reliable and volatile.
-With ``loop`` the bag restarts at its end: stamps go backwards, as in ``ros2 bag play --loop``.
 With ``score_topic`` (the planner's ``~/trajectory``) the plans published on it during the replay
-are scored against the bag's ``/gt_trajectory`` (:mod:`occvla_ros.evaluation.replay`).
-Unlike ``ros2 bag play``, a pause longer than ``max_gap_s`` between two messages (the time
-between two nuScenes scenes of one bag: minutes to days) is shortened to ``max_gap_s`` of wall
-time; the stamps and ``/clock`` jump forward.
+are scored against the bag's ``/gt_trajectory`` (:mod:`occvla_ros.evaluation.replay`). With
+``record`` the replay and every node's output go into one MCAP file
+(:mod:`occvla_ros.ros.recorder`).
+
+Everything the playback loop needs is imported before its clock starts: an import inside the
+loop (torch through the conversions module took 4.7 s) would hold the first messages back and
+publish them in one burst.
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ import importlib
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from occvla_ros.constants import GROUND_TRUTH_TOPIC
+from occvla_ros.constants import CAMERA_NAMES, GROUND_TRUTH_TOPIC, camera_image_topic
 from occvla_ros.errors import ConfigError, DataError
 from occvla_ros.evaluation.replay import ReplayScore, StampedPath, score_replay
 
@@ -44,6 +57,8 @@ CLOCK_PERIOD_S = 0.02  # /clock ticks at least this often while waiting for the 
 # losing images.
 PUBLISHER_DEPTH = 100
 FLUSH_TIMEOUT_S = 2.0  # longest wait per topic for reliable subscribers to acknowledge the end
+DEFAULT_PLAN_TOPIC = "/occvla_planner/trajectory"
+DISCOVERY_PERIOD_S = 1.0  # how often a recording looks for new topics on the graph
 
 
 @dataclass
@@ -52,10 +67,14 @@ class PlaybackReport:
     skipped_topics: dict[str, str] = field(default_factory=dict)  # topic -> why
     loops: int = 0
     score: ReplayScore | None = None
+    lockstep_sets: int = 0  # camera sets played one at a time
+    lockstep_timeouts: int = 0  # of those, sets the planner did not answer in time
+    incomplete_sets: int = 0  # camera sets of the bag missing an image (not waited for)
+    recording: Path | None = None
 
 
 def path_to_stamped(message) -> StampedPath:
-    from occvla_ros.ros.conversions import stamp_to_ns
+    from occvla_ros.ros.stamps import stamp_to_ns
 
     points = [(pose.pose.position.x, pose.pose.position.y) for pose in message.poses]
     return StampedPath(
@@ -73,13 +92,25 @@ class _PlanCollector:
         from rclpy.executors import SingleThreadedExecutor
 
         self.plans: list[StampedPath] = []
-        node.create_subscription(
-            PathMessage, topic, lambda m: self.plans.append(path_to_stamped(m)), 100
-        )
+        self.arrived = threading.Condition()
+        self.subscription = node.create_subscription(PathMessage, topic, self._on_plan, 100)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(node)
         self.thread = threading.Thread(target=self._spin, name="occvla_plan_collector", daemon=True)
         self.thread.start()
+
+    def _on_plan(self, message) -> None:
+        with self.arrived:
+            self.plans.append(path_to_stamped(message))
+            self.arrived.notify_all()
+
+    def wait_for_plan(self, min_stamp_ns: int, timeout_s: float) -> bool:
+        """Whether a plan stamped ``min_stamp_ns`` or later arrived within the timeout."""
+        with self.arrived:
+            return self.arrived.wait_for(
+                lambda: any(plan.stamp_ns >= min_stamp_ns for plan in self.plans[-5:]),
+                timeout_s,
+            )
 
     def _spin(self) -> None:
         from rclpy.executors import ExternalShutdownException
@@ -123,6 +154,43 @@ def recorded_qos(profiles: Sequence) -> QoSProfile:
     return qos
 
 
+def _create_publishers(node, connections, report: PlaybackReport) -> dict:
+    """connection id -> (publisher, topic); topics without a message class are skipped, with
+    one log line per missing type."""
+    publishers, missing = {}, defaultdict(list)
+    for connection in connections:
+        kind = message_class(connection.msgtype)
+        if kind is None:
+            missing[connection.msgtype].append(connection.topic)
+            continue
+        qos = recorded_qos(getattr(connection.ext, "offered_qos_profiles", ()))
+        publisher = node.create_publisher(kind, connection.topic, qos)
+        publishers[connection.id] = (publisher, connection.topic)
+    for msgtype, topics in missing.items():
+        why = f"no Python class for {msgtype}"
+        report.skipped_topics |= dict.fromkeys(topics, why)
+        LOGGER.warning("not publishing %s: %s (%s.msg is not importable)",
+                       ", ".join(topics), why, msgtype.split("/")[0])  # fmt: skip
+    return publishers
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How the player times the messages (see the module docstring)."""
+
+    rate: float = 1.0
+    max_gap_s: float = 1.0
+    lockstep: bool = False
+    lockstep_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0 or not self.max_gap_s > 0 or not self.lockstep_timeout_s > 0:
+            raise ConfigError(
+                f"rate, max gap and lockstep timeout must be positive, got {self.rate}, "
+                f"{self.max_gap_s} and {self.lockstep_timeout_s}"
+            )
+
+
 def play(
     bag: str | Path,
     *,
@@ -130,24 +198,34 @@ def play(
     loop: bool = False,
     delay_s: float = 0.5,
     max_gap_s: float = 1.0,
+    lockstep: bool = False,
+    lockstep_timeout_s: float = 30.0,
     wait_for: Sequence[str] = (),
     wait_timeout_s: float = 30.0,
     score_topic: str | None = None,
+    plan_topic: str = DEFAULT_PLAN_TOPIC,
     score_tolerance_s: float = 0.05,
     score_wait_s: float = 2.0,
+    record: str | Path | None = None,
+    progress: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> PlaybackReport:
     """Publish the bag (rclpy must be initialised); returns what was published.
 
     ``score_topic``: collect the Paths published there until ``score_wait_s`` after the bag's
-    end and score them against the bag's ground truth (``report.score``)."""
+    end (in lockstep: as each set is answered) and score them against the bag's ground truth
+    (``report.score``). ``lockstep`` waits for the plans on ``score_topic``, else on
+    ``plan_topic``, and fails when nothing publishes there within ``wait_timeout_s``.
+    ``record``: write the replay and the nodes' outputs into this new .mcap file.
+    """
     from rclpy.duration import Duration
     from rclpy.node import Node
     from rosbags.rosbag2 import Reader, ReaderError
     from rosgraph_msgs.msg import Clock
 
-    if not rate > 0 or not max_gap_s > 0:
-        raise ConfigError(f"rate and max gap must be positive, got {rate} and {max_gap_s}")
+    pacing = Pacing(rate, max_gap_s, lockstep, lockstep_timeout_s)
+    if record is not None and loop:
+        raise ConfigError("a looping replay cannot be recorded: drop --loop or --record")
     bag = Path(bag)
     if not (bag / "metadata.yaml").is_file():
         raise DataError(f"{bag} is not a rosbag2 directory (no metadata.yaml)")
@@ -158,26 +236,27 @@ def play(
         raise DataError(f"cannot read bag {bag}: {error}") from error
     report = PlaybackReport()
     node = Node("occvla_bag_player")
-    collector = None
+    collector = recorder = None
     try:
-        publishers = {}
-        for connection in reader.connections:
-            kind = message_class(connection.msgtype)
-            if kind is None:
-                why = f"no Python class for {connection.msgtype}"
-                report.skipped_topics[connection.topic] = why
-                LOGGER.info("not publishing %s: %s", connection.topic, why)
-                continue
-            qos = recorded_qos(getattr(connection.ext, "offered_qos_profiles", ()))
-            publisher = node.create_publisher(kind, connection.topic, qos)
-            publishers[connection.id] = (publisher, connection.topic)
+        publishers = _create_publishers(node, reader.connections, report)
         clock = node.create_publisher(Clock, "/clock", 10)
-        playback = _Playback(publishers, clock, rate, max_gap_s, bool(score_topic))
-        collector = _PlanCollector(node, score_topic) if score_topic else None
+        if lockstep or score_topic:
+            collector = _PlanCollector(node, score_topic or plan_topic)
         _wait_for_subscribers(publishers, wait_for, wait_timeout_s)
+        if lockstep:
+            _wait_for_planner(collector, wait_timeout_s)
+        if record is not None:
+            from occvla_ros.ros.recorder import ReplayRecorder
+
+            recorder = ReplayRecorder(record, node, {t for _, t in publishers.values()})
+            recorder.discover()
+        playback = _Playback(
+            publishers, clock, pacing, collector=collector, recorder=recorder,
+            collect_ground_truth=bool(score_topic),
+        )  # fmt: skip
         time.sleep(delay_s)  # let subscribers discover the publishers
         while not should_stop():
-            playback.once(reader, report, should_stop)
+            playback.once(reader, report, should_stop, progress)
             playback.collect_ground_truth = False
             if not loop or should_stop():
                 break
@@ -186,17 +265,24 @@ def play(
         # publishers now would lose them.
         for publisher, _ in publishers.values():
             publisher.wait_for_all_acked(Duration(seconds=FLUSH_TIMEOUT_S))
-        if collector is not None:
+        if (score_topic and not lockstep) or recorder is not None:
             deadline = time.monotonic() + score_wait_s
             while time.monotonic() < deadline and not should_stop():
-                time.sleep(0.05)  # the last sets are still being planned
+                time.sleep(0.05)  # the last sets are still being planned; the last diagnostics
+        if collector is not None:
             collector.stop()
-            report.score = score_replay(
-                list(collector.plans), playback.ground_truths, int(score_tolerance_s * 1e9)
-            )
+            if score_topic:
+                report.score = score_replay(
+                    list(collector.plans), playback.ground_truths, int(score_tolerance_s * 1e9)
+                )
+        if recorder is not None:
+            report.recording = recorder.close()
+            recorder = None
     finally:
         if collector is not None:
             collector.stop()  # before the node goes: its executor may still be spinning it
+        if recorder is not None:
+            recorder.abort()
         reader.close()
         node.destroy_node()
     return report
@@ -226,52 +312,125 @@ def _wait_for_subscribers(publishers: dict, topics: Sequence[str], timeout_s: fl
         time.sleep(0.05)
 
 
+def _wait_for_planner(collector: _PlanCollector, timeout_s: float) -> None:
+    subscription = collector.subscription
+    deadline = time.monotonic() + timeout_s
+    while subscription.get_publisher_count() == 0:
+        if time.monotonic() > deadline:
+            raise DataError(
+                f"no planner: nothing publishes {subscription.topic_name} within "
+                f"{timeout_s:.0f} s (start it first, e.g. occvla launch use_sim_time:=true ...)"
+            )
+        time.sleep(0.05)
+
+
 class _Playback:
     def __init__(
-        self, publishers: dict, clock, rate: float, max_gap_s: float, collect_ground_truth: bool
+        self, publishers: dict, clock, pacing: Pacing, *, collector, recorder, collect_ground_truth
     ) -> None:
-        self.publishers, self.clock, self.rate = publishers, clock, rate
-        self.max_gap_ns = int(max_gap_s * 1e9)
+        from nav_msgs.msg import Path as PathMessage
+        from rclpy.serialization import deserialize_message
+        from rosgraph_msgs.msg import Clock
+
+        from occvla_ros.ros.stamps import ns_to_stamp
+
+        self.publishers, self.clock, self.pacing = publishers, clock, pacing
+        self.collector, self.recorder = collector, recorder
+        self.max_gap_ns = int(pacing.max_gap_s * 1e9)
         # Kept only for scoring, and from one pass: a looping bag repeats the same instants.
         self.collect_ground_truth = collect_ground_truth
         self.ground_truths: list[StampedPath] = []
+        self._clock_message = lambda stamp_ns: Clock(clock=ns_to_stamp(stamp_ns))
+        self._ground_truth = lambda data: path_to_stamped(deserialize_message(data, PathMessage))
+        published = {topic for _, topic in publishers.values()}
+        self.camera_topics = {camera_image_topic(c) for c in CAMERA_NAMES} & published
+        self._next_discovery = 0.0
 
     def tick(self, stamp_ns: int) -> None:
-        from rosgraph_msgs.msg import Clock
+        self.clock.publish(self._clock_message(stamp_ns))
+        if self.recorder is not None:
+            self.recorder.advance(stamp_ns)
+            if time.monotonic() > self._next_discovery:
+                self.recorder.discover()  # nodes may start publishing late
+                self._next_discovery = time.monotonic() + DISCOVERY_PERIOD_S
 
-        from occvla_ros.ros.conversions import ns_to_stamp
+    def once(
+        self, reader, report: PlaybackReport, should_stop: Callable[[], bool], progress: bool
+    ) -> None:
+        """Publish the whole bag once, paced in real time or in lockstep."""
+        from tqdm import tqdm
 
-        self.clock.publish(Clock(clock=ns_to_stamp(stamp_ns)))
-
-    def once(self, reader, report: PlaybackReport, should_stop: Callable[[], bool]) -> None:
-        """Publish the whole bag once, on its own timeline scaled by the rate."""
         start_wall = time.monotonic()
         start_ns = previous_ns = None  # the bag time that start_wall stands for; the last stamp
-        for connection, stamp_ns, data in reader.messages():
-            if start_ns is None:
-                start_ns = previous_ns = stamp_ns
-            if stamp_ns - previous_ns > self.max_gap_ns:
-                start_ns += stamp_ns - previous_ns - self.max_gap_ns
-                LOGGER.info("a %.1f s gap in the bag: shortened", (stamp_ns - previous_ns) * 1e-9)
-            previous_ns = stamp_ns
-            due = start_wall + (stamp_ns - start_ns) * 1e-9 / self.rate
-            while (wait := due - time.monotonic()) > 0:
+        camera_set: dict[str, int] = {}  # lockstep: camera topic -> stamp, of the set being built
+        bar = tqdm(
+            total=reader.message_count, unit="msg", desc="play", disable=None if progress else True
+        )
+        with bar:
+            for connection, stamp_ns, data in reader.messages():
+                if start_ns is None:
+                    start_ns = previous_ns = stamp_ns
+                if stamp_ns - previous_ns > self.max_gap_ns:
+                    start_ns += stamp_ns - previous_ns - self.max_gap_ns
+                    LOGGER.info(
+                        "a %.1f s gap in the bag: shortened", (stamp_ns - previous_ns) * 1e-9
+                    )
+                previous_ns = stamp_ns
+                if not self.pacing.lockstep and not self._wait_until(
+                    start_wall + (stamp_ns - start_ns) * 1e-9 / self.pacing.rate,
+                    start_wall, start_ns, should_stop,
+                ):  # fmt: skip
+                    return
                 if should_stop():
                     return
-                # /clock keeps moving between sparse messages (timers under use_sim_time).
-                self.tick(start_ns + int((time.monotonic() - start_wall) * self.rate * 1e9))
-                time.sleep(min(wait, CLOCK_PERIOD_S))
-            self.tick(stamp_ns)
-            if (
-                self.collect_ground_truth
-                and connection.topic == GROUND_TRUTH_TOPIC
-                and connection.msgtype == "nav_msgs/msg/Path"
-            ):
-                from nav_msgs.msg import Path as PathMessage
-                from rclpy.serialization import deserialize_message
+                self.tick(stamp_ns)
+                self._publish(connection, stamp_ns, data, report)
+                bar.update()
+                if self.pacing.lockstep and connection.topic in self.camera_topics:
+                    self._lockstep(connection.topic, stamp_ns, camera_set, report)
 
-                self.ground_truths.append(path_to_stamped(deserialize_message(data, PathMessage)))
-            if connection.id in self.publishers:
-                publisher, topic = self.publishers[connection.id]
-                publisher.publish(bytes(data))
-                report.published[topic] += 1
+    def _wait_until(self, due: float, start_wall: float, start_ns: int, should_stop) -> bool:
+        """Sleep until the wall time ``due``, ticking /clock; False when asked to stop."""
+        while (wait := due - time.monotonic()) > 0:
+            if should_stop():
+                return False
+            # /clock keeps moving between sparse messages (timers under use_sim_time).
+            self.tick(start_ns + int((time.monotonic() - start_wall) * self.pacing.rate * 1e9))
+            time.sleep(min(wait, CLOCK_PERIOD_S))
+        return True
+
+    def _publish(self, connection, stamp_ns: int, data, report: PlaybackReport) -> None:
+        if (
+            self.collect_ground_truth
+            and connection.topic == GROUND_TRUTH_TOPIC
+            and connection.msgtype == "nav_msgs/msg/Path"
+        ):
+            self.ground_truths.append(self._ground_truth(data))
+        if connection.id in self.publishers:
+            publisher, topic = self.publishers[connection.id]
+            publisher.publish(bytes(data))
+            report.published[topic] += 1
+            if self.recorder is not None:
+                self.recorder.write_input(connection, stamp_ns, data)
+
+    def _lockstep(self, topic: str, stamp_ns: int, camera_set: dict, report) -> None:
+        """After the image completing a camera set, wait for the planner's answer to it."""
+        if topic in camera_set:  # a camera's next image before the set completed
+            report.incomplete_sets += 1
+            camera_set.clear()
+        camera_set[topic] = stamp_ns
+        if len(camera_set) < len(self.camera_topics):
+            return
+        report.lockstep_sets += 1
+        # The plan carries the set's newest camera stamp: any plan from the set's oldest stamp on
+        # answers it (in lockstep no later set exists yet).
+        if not self.collector.wait_for_plan(
+            min(camera_set.values()), self.pacing.lockstep_timeout_s
+        ):
+            report.lockstep_timeouts += 1
+            LOGGER.warning("no plan for the camera set at %.3f s within %.0f s",
+                           stamp_ns * 1e-9, self.pacing.lockstep_timeout_s)  # fmt: skip
+            subscription = self.collector.subscription
+            if subscription.get_publisher_count() == 0:
+                raise DataError(f"the planner stopped: nothing publishes {subscription.topic_name}")
+        camera_set.clear()

@@ -10,7 +10,6 @@ import array
 import math
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, PoseStamped
 from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
@@ -25,6 +24,7 @@ from occvla_ros.geometry import (
     ros_xyzw_to_quat_wxyz,
     yaw_to_quat_wxyz,
 )
+from occvla_ros.ros.stamps import ns_to_stamp, stamp_to_ns  # noqa: F401 - re-exported
 from occvla_ros.runtime.ego import OdometrySample
 from occvla_ros.runtime.planner import JPEG, CameraFrame
 
@@ -33,15 +33,6 @@ _CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 OCCUPANCY_CLOUD_DTYPE = np.dtype(
     {"names": ["x", "y", "z", "class"], "formats": ["<f4", "<f4", "<f4", "u1"], "itemsize": 16}
 )
-
-
-def stamp_to_ns(stamp: Time) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
-def ns_to_stamp(stamp_ns: int) -> Time:
-    sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-    return Time(sec=sec, nanosec=nanosec)
 
 
 def image_to_frame(message: Image) -> CameraFrame:

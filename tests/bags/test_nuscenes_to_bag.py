@@ -151,6 +151,104 @@ def test_odometry_follows_the_ego_poses_and_gt_paths_the_loader(converted, synth
     assert min(log_times) == front[0]["timestamp"] * 1000
 
 
+def chunk_compressions(bag: Path) -> set[str]:
+    from mcap.reader import make_reader
+
+    [path] = bag.glob("*.mcap")
+    with path.open("rb") as stream:
+        summary = make_reader(stream).get_summary()
+    return {chunk.compression for chunk in summary.chunk_indexes}
+
+
+def test_chunks_are_zstd_and_lidar_clouds_are_the_stored_points(converted, synthetic_dataroot):
+    bag, report, messages = converted
+    assert chunk_compressions(bag) == {"zstd"}
+    sweeps = scene_camera_data(synthetic_dataroot, SCENE)["LIDAR_TOP"]
+    clouds = messages["/LIDAR_TOP"]
+    assert len(clouds) == len(sweeps) == report.messages["/LIDAR_TOP"] > 5
+    assert not report.skipped_clouds
+    for (log_ns, cloud), data in zip(clouds, sweeps, strict=True):
+        assert log_ns == stamp_ns(cloud.header) == data["timestamp"] * 1000
+        assert cloud.header.frame_id == "LIDAR_TOP"
+        assert [f.name for f in cloud.fields] == ["x", "y", "z", "intensity", "ring"]
+        assert all(f.datatype == 7 for f in cloud.fields)  # FLOAT32
+        stored = np.fromfile(synthetic_dataroot / data["filename"], dtype=np.float32)
+        points = np.frombuffer(bytes(cloud.data), dtype=np.float32)
+        assert cloud.width * cloud.point_step == len(cloud.data) and cloud.point_step == 20
+        np.testing.assert_array_equal(points, stored)
+    [(_, static)] = messages["/tf_static"]
+    lidar = next(tf for tf in static.transforms if tf.child_frame_id == "LIDAR_TOP")
+    assert lidar.header.frame_id == "base_link"
+
+
+def test_uncompressed_and_zstd_choices(synthetic_dataroot, tmp_path):
+    convert(synthetic_dataroot, "v1.0-mini", tmp_path / "plain", scene_names=[SCENE],
+            keyframes_only=True, compression="none")  # fmt: skip
+    assert chunk_compressions(tmp_path / "plain") == {""}
+    with pytest.raises(ConfigError, match="use --storage mcap"):
+        convert(synthetic_dataroot, "v1.0-mini", tmp_path / "sq", storage="sqlite3",
+                compression="zstd")  # fmt: skip
+
+
+def test_missing_blob_folders_are_all_named_before_work(synthetic_dataroot, tmp_path):
+    dataroot = tmp_path / "copy"
+    shutil.copytree(synthetic_dataroot, dataroot)
+    shutil.rmtree(dataroot / "samples" / "CAM_BACK")
+    shutil.rmtree(dataroot / "sweeps" / "CAM_FRONT")
+    with pytest.raises(DataError, match="samples/CAM_BACK, sweeps/CAM_FRONT"):
+        convert(dataroot, "v1.0-mini", tmp_path / "bag", scene_names=[SCENE])
+    assert not (tmp_path / "bag").exists()
+    # Keyframes only: the sweeps are not needed.
+    with pytest.raises(DataError, match=r"blob folder\(s\) samples/CAM_BACK that"):
+        convert(dataroot, "v1.0-mini", tmp_path / "bag", scene_names=[SCENE], keyframes_only=True)
+
+
+def test_an_interrupted_conversion_leaves_nothing_that_blocks_the_rerun(
+    synthetic_dataroot, tmp_path, monkeypatch
+):
+    from occvla_ros.bags import nuscenes_to_bag
+
+    bag = tmp_path / "bag"
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(nuscenes_to_bag, "read_point_cloud", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            convert(synthetic_dataroot, "v1.0-mini", bag, scene_names=[SCENE], keyframes_only=True)
+    assert sorted(tmp_path.iterdir()) == []  # neither the bag nor the partial copy
+    # A killed conversion (no clean-up) leaves its partial copy: the rerun replaces it.
+    (tmp_path / ".bag.partial" / "bag").mkdir(parents=True)
+    report = convert(synthetic_dataroot, "v1.0-mini", bag, scene_names=[SCENE], keyframes_only=True)
+    assert report.messages["/LIDAR_TOP"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag"]
+    assert (bag / "metadata.yaml").is_file()
+
+
+def test_close_gaps_starts_each_scene_after_the_previous_one(synthetic_dataroot, tmp_path):
+    from rosbags.rosbag2 import Reader
+
+    def widest_pause(bag: Path) -> tuple[int, int]:
+        """(the stamp before, the stamp after) the longest pause between two messages."""
+        with Reader(bag) as reader:
+            stamps = sorted(stamp for _, stamp, _ in reader.messages())
+        index = int(np.argmax(np.diff(stamps)))
+        return stamps[index], stamps[index + 1]
+
+    both = ["scene-0061", "scene-0103"]
+    convert(synthetic_dataroot, "v1.0-mini", tmp_path / "apart", scene_names=both,
+            keyframes_only=True)  # fmt: skip
+    convert(synthetic_dataroot, "v1.0-mini", tmp_path / "closed", scene_names=both,
+            keyframes_only=True, close_gaps_s=0.75)  # fmt: skip
+    end, start = widest_pause(tmp_path / "closed")
+    assert start - end == 750_000_000
+    end_apart, start_apart = widest_pause(tmp_path / "apart")
+    assert end == end_apart and start_apart - end_apart > 10**9  # the recordings lie apart
+    with pytest.raises(ConfigError, match="gap between scenes must be positive"):
+        convert(synthetic_dataroot, "v1.0-mini", tmp_path / "x", close_gaps_s=0.0)
+
+
 def test_humble_sqlite3_bag_reads_back_with_rosbags(synthetic_dataroot, tmp_path):
     from rosbags.rosbag2 import Reader
 
@@ -241,11 +339,17 @@ def test_loop_plays_the_bag_again_until_stopped(synthetic_dataroot, tmp_path):
     bag = tmp_path / "keyframes"
     report = convert(synthetic_dataroot, "v1.0-mini", bag, scene_names=[SCENE], keyframes_only=True)
     rclpy.init()
-    deadline = time.monotonic() + 2.0  # the 8 s scene takes 0.2 s at 40x
+    started = None  # the first question comes when playback starts, after the start-up
+
+    def should_stop() -> bool:
+        nonlocal started
+        started = started or time.monotonic()
+        return time.monotonic() - started > 3.0  # the 8 s scene takes 0.2 s at 40x
+
     try:
         played = play(bag, rate=40.0, loop=True, delay_s=0.0, score_wait_s=0.0,
                       score_topic="/occvla_planner/trajectory",
-                      should_stop=lambda: time.monotonic() > deadline)  # fmt: skip
+                      should_stop=should_stop)  # fmt: skip
     finally:
         rclpy.try_shutdown()
     assert played.loops >= 2
