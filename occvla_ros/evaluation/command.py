@@ -3,8 +3,8 @@
 The model is scored beside two ego-status-only baselines (constant velocity, and the ego MLP when
 ``--baseline-checkpoint`` is given) under the three planning conventions; meta-action accuracy
 always, Occ3D occupancy with ``--with-occupancy``. ``--ablate-cameras`` also scores the same model
-with all six camera images blanked (the vision ablation). Datasets with situation labels (the
-synthetic world's ``situation.json``) get the ST-P3 table per situation.
+with all six camera images blanked (the vision ablation). Keyframes with a situation label (the
+synthetic world's ``record.situation``) get the ST-P3 table per situation.
 """
 
 from __future__ import annotations
@@ -158,7 +158,6 @@ def evaluate(args: argparse.Namespace) -> dict:
         evaluation_loader,
         fill_past,
         load_model,
-        load_situations,
         model_uses_command,
     )
 
@@ -169,7 +168,6 @@ def evaluate(args: argparse.Namespace) -> dict:
     uses_command = model_uses_command(model)
     loader = evaluation_loader(args, model)
     context = NuScenesContext(args.dataroot, args.version)
-    situations = load_situations(args.dataroot, args.version)
     methods = [
         MODEL,
         *([MODEL_NO_CAMERAS] if args.ablate_cameras else []),
@@ -229,7 +227,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                     batch["trajectory_mask"][index].numpy(),
                     {m: w[index] for m, w in methods_waypoints.items()},
                     **occupancy,
-                    situation=situations.get(sample_context.token, UNLABELLED),
+                    situation=batch["situation"][index] or UNLABELLED,
                 )
             labels = batch["meta_action"][:count].numpy()
             labelled = labels >= 0  # -1: no future keyframe, no meta-action label

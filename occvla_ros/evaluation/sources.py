@@ -67,28 +67,6 @@ def model_uses_command(model) -> bool:
     return bool(model.uses_command)
 
 
-SITUATION_FILE = "situation.json"
-
-
-def load_situations(dataroot: Path, version: str) -> dict[str, str]:
-    """{sample token: situation label} from ``<dataroot>/<version>/situation.json`` (written by the
-    synthetic world); empty when the dataset has no such file (real nuScenes)."""
-    import json
-
-    path = Path(dataroot) / version / SITUATION_FILE
-    if not path.is_file():
-        return {}
-    try:
-        situations = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise DataError(f"cannot read the situation labels {path}: {error}") from error
-    if not isinstance(situations, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in situations.items()
-    ):
-        raise DataError(f"{path} must map sample tokens to situation names")
-    return situations
-
-
 def evaluation_loader(args: argparse.Namespace, model, stage: str = "evaluation"):
     """DataLoader over ``args``' split, first ``--max-samples`` keyframes only.
 
