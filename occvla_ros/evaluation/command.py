@@ -212,7 +212,9 @@ def evaluate(args: argparse.Namespace) -> dict:
                 methods_waypoints[MODEL_NO_CAMERAS] = blind.waypoints.float().cpu().numpy()
             if baseline is not None:
                 past = fill_past(batch["past_trajectory"].numpy(), batch["past_mask"].numpy())
-                methods_waypoints["ego_mlp"] = baseline.predict(ego_state, past)
+                methods_waypoints["ego_mlp"] = baseline.predict(
+                    ego_state, past, commands=list(batch["command"])
+                )  # an ego+command MLP reads the command, an ego-only one ignores it
             for index, sample_context in enumerate(contexts):
                 occupancy = {}
                 if args.with_occupancy:
