@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+from argparse import Namespace
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from occvla_ros.errors import ConfigError
 from occvla_ros.model.checkpoint import load_checkpoint
+from occvla_ros.model.configuration import OccVLAConfig
 from occvla_ros.model.vqvae import (
     SCENE_TOKENIZER_WEIGHTS,
     OccupancyVQVAE,
@@ -19,6 +23,7 @@ from occvla_ros.model.vqvae import (
 )
 from tests.conftest import REPO_ROOT
 from tests.training.test_train import arguments
+from training.tokenizer_stage import choose_decoder
 from training.train import main
 
 TINY = REPO_ROOT / "training" / "configs" / "tiny.yaml"
@@ -97,3 +102,16 @@ def test_stage2_refuses_a_decoder_claimed_in_the_yaml(synthetic_dataroot, tmp_pa
     command = arguments(synthetic_dataroot, tmp_path / "run", "occupancy_language", config=config)
     assert main(command) == 2
     assert "nothing loads it" in _errors(caplog)[-1]
+
+
+def test_which_runs_need_a_decoder_flag():
+    init = Namespace(init=Path("runs/qa/checkpoint"))
+    config = OccVLAConfig.from_dict({"preset": "tiny"})
+    config.occupancy.decoder_weights = "scene_tokenizer:/runs/tok/checkpoint"
+    choose_decoder(config, init, "occupancy_language")  # the --init checkpoint records one
+    config.occupancy.decoder_weights = None
+    with pytest.raises(ConfigError, match="needs a trained occupancy decoder"):
+        choose_decoder(config, init, "occupancy_language")
+    choose_decoder(config, Namespace(init=None, allow_random_decoder=True), "occupancy_language")
+    choose_decoder(config, Namespace(init=None), "planning")  # stage 3 does not decode occupancy
+    assert config.occupancy.decoder_weights is None
