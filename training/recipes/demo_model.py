@@ -1,7 +1,7 @@
 """The demo model's recipe, one command: data, three stages per seed, baselines, held-out proof.
 
     python -m training.recipes.demo_model --out runs/demo_model [--seeds 0 1 2] \\
-        [--ship models/demo_tiny] [--occworld-vqvae W] [--steps planning=3000 ...]
+        [--ship models/demo_tiny] [--scene-tokenizer RUN/checkpoint] [--steps planning=3000 ...]
 
 (``make demo-model`` runs it with the defaults and ships the result.) Every step is the
 documented command a user would type, run as a subprocess, so the recipe is exactly those
@@ -9,14 +9,17 @@ commands:
 
 1. ``occvla synth``: one synthetic v1.0-trainval set; ``--val-fraction`` of its scenes form the
    ``val`` split, scenes never seen in training.
-2. Per seed (the training seed: initialisation and data order): ``python -m training.train``
+2. The scene tokenizer, once (``--stage tokenizer``, ``training/configs/tiny-tokenizer.yaml``,
+   ``--tokenizer-steps``), unless ``--scene-tokenizer`` names a trained one: stage 2 decodes its
+   occupancy through it, frozen.
+3. Per seed (the training seed: initialisation and data order): ``python -m training.train``
    stages ``qa`` -> ``occupancy_language`` -> ``planning`` (``training/configs/demo_model.yaml``,
    each stage's steps and batch size from ``STAGE_PLAN``), ``occvla train-ego-baseline`` and
    ``occvla evaluate --ablate-cameras`` on ``val``.
-3. ``summary.json`` / ``summary.md`` in ``--out``: mean and standard deviation over the seeds of
+4. ``summary.json`` / ``summary.md`` in ``--out``: mean and standard deviation over the seeds of
    the ST-P3 L2 and collision of the model, the model with its cameras blanked, the ego MLP and
    constant velocity; meta-action accuracy against the majority class; the per-situation table.
-4. ``--ship DIR``: seed 0's planning checkpoint copied to DIR with ``MODEL_CARD.md``.
+5. ``--ship DIR``: seed 0's planning checkpoint copied to DIR with ``MODEL_CARD.md``.
 
 An existing ``--out`` is refused (results are never overwritten).
 """
@@ -41,6 +44,7 @@ from occvla_ros.errors import ConfigError, OccvlaError
 logger = logging.getLogger("training.recipes.demo_model")
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_model.yaml"
+TOKENIZER_CONFIG = CONFIG.with_name("tiny-tokenizer.yaml")
 VERSION = "v1.0-trainval"
 METHODS = ("model", "model_no_cameras", "ego_mlp", "constant_velocity")
 CARD = "MODEL_CARD.md"
@@ -83,7 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="STAGE=N",
         help="override a stage's steps, e.g. planning=3000",
     )
-    parser.add_argument("--occworld-vqvae", type=Path, help="trained scene tokenizer weights")
+    parser.add_argument(
+        "--scene-tokenizer", type=Path, help="a trained scene tokenizer (RUN/checkpoint) to reuse"
+    )
+    parser.add_argument("--tokenizer-steps", type=int, default=160)
     parser.add_argument("--ship", type=Path, help="copy seed 0's checkpoint here with a card")
     return parser.parse_args(argv)
 
@@ -120,13 +127,27 @@ def _stage_config(directory: Path, plan: StagePlan, seed: int) -> Path:
     return path
 
 
-def train_seed(args: argparse.Namespace, data: Path, seed: int, log: Path) -> dict[str, float]:
+def _loader(args: argparse.Namespace, data: Path) -> list[str]:
+    return ["--dataroot", str(data), "--version", VERSION, "--cache-dir", str(args.out / "cache")]
+
+
+def train_tokenizer(args: argparse.Namespace, data: Path, log: Path) -> float:
+    """The scene tokenizer shared by every seed's stage 2; returns its seconds."""
+    command = [sys.executable, "-m", "training.train", "--stage", "tokenizer"]
+    command += ["--config", str(TOKENIZER_CONFIG), *_loader(args, data), "--split", "train"]
+    command += ["--val-split", "val", "--out", str(args.out / "tokenizer")]
+    return _run([*command, "--max-steps", str(args.tokenizer_steps)], log)
+
+
+def train_seed(
+    args: argparse.Namespace, data: Path, seed: int, tokenizer: Path, log: Path
+) -> dict[str, float]:
     """Three stages, the ego MLP and the held-out evaluation of one seed; returns timings."""
     python = sys.executable
     root = args.out / f"seed{seed}"
     configs = root / "configs"
     configs.mkdir(parents=True)
-    loader = ["--dataroot", str(data), "--version", VERSION, "--cache-dir", str(args.out / "cache")]
+    loader = _loader(args, data)
     seconds: dict[str, float] = {}
     init: Path | None = None
     for plan in stage_plan(args.steps):
@@ -136,8 +157,8 @@ def train_seed(args: argparse.Namespace, data: Path, seed: int, log: Path) -> di
         command += ["--max-steps", str(plan.steps)]
         if init is not None:
             command += ["--init", str(init)]
-        if plan.name == "occupancy_language" and args.occworld_vqvae:
-            command += ["--occworld-vqvae", str(args.occworld_vqvae)]
+        if plan.name == "occupancy_language":
+            command += ["--scene-tokenizer", str(tokenizer)]
         seconds[plan.name] = _run(command, log)
         init = root / plan.name / "checkpoint"
     occvla = [python, "-m", "occvla_ros.cli"]
@@ -293,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         stage_plan(args.steps)
+        if args.tokenizer_steps < 1:
+            raise ConfigError(f"--tokenizer-steps must be positive, got {args.tokenizer_steps}")
+        if args.scene_tokenizer is not None and not args.scene_tokenizer.is_dir():
+            raise ConfigError(f"--scene-tokenizer {args.scene_tokenizer} is not a directory")
         if args.out.exists():
             raise ConfigError(f"{args.out} exists: choose a new --out (results are never replaced)")
         args.out.mkdir(parents=True)
@@ -326,9 +351,13 @@ def main(argv: list[str] | None = None) -> int:
                 log,
             )
         }
+        tokenizer = args.scene_tokenizer
+        if tokenizer is None:
+            seconds["tokenizer"] = train_tokenizer(args, data, log)
+            tokenizer = args.out / "tokenizer" / "checkpoint"
         results = []
         for seed in args.seeds:
-            for name, value in train_seed(args, data, seed, log).items():
+            for name, value in train_seed(args, data, seed, tokenizer, log).items():
                 seconds[f"seed{seed} {name}"] = value
             results.append(
                 json.loads((args.out / f"seed{seed}" / "eval" / "results.json").read_text())
