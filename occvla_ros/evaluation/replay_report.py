@@ -55,8 +55,9 @@ METHOD_NAMES = {"model": "OccVLA (published plans)", "ego_mlp": "ego-status MLP"
 COLOURS = {"model": (0, 215, 255), "gt": (80, 200, 60), "ego_mlp": (230, 140, 40),
            "constant_velocity": (160, 160, 160)}  # fmt: skip
 THUMB_SIZE = (320, 180)  # width, height of one camera thumbnail
-BEV_SIZE = 360  # pixels; the BEV spans BEV_RANGE_M ahead and behind
-BEV_RANGE_M = 30.0
+BEV_SIZE = 360  # pixels, square
+BEV_RANGE_M = 40.0  # metres from the BEV's top to its bottom edge
+BEV_EGO_ROW = 0.8  # the ego sits this far down the BEV, so most of it looks ahead
 VIDEO_FPS = 12.0  # the bag's camera rate: one frame per camera set
 # Camera thumbnails laid out as on the car, front row then back row.
 LAYOUT = (("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"),
@@ -216,7 +217,7 @@ def summary_table(keyframes: list[Keyframe], dataroot: Path, version: str) -> di
     from occvla_ros.evaluation.samples import NuScenesContext
     from occvla_ros.meta_action import MetaActionParseError, MetaActionVocabulary
 
-    evaluator = Evaluator(METHODS, conventions=("stp3",), figure_samples=0)
+    evaluator = Evaluator(METHODS, conventions=("stp3",), figure_samples=1)
     context = NuScenesContext(dataroot, version)
     vocabulary = MetaActionVocabulary()
     correct = defaultdict(int)
@@ -303,10 +304,11 @@ def _project(points: np.ndarray, intrinsic, camera_from_base) -> np.ndarray:
 
 
 def _bev_pixel(points: np.ndarray) -> np.ndarray:
-    """Ego (x forward, y left) metres -> BEV pixels, x up the image, ego at the centre."""
-    scale = BEV_SIZE / (2 * BEV_RANGE_M)
-    centre = BEV_SIZE / 2
-    return np.column_stack([centre - points[:, 1] * scale, centre - points[:, 0] * scale])
+    """Ego (x forward, y left) metres -> BEV pixels, x up the image, the ego low in the middle."""
+    scale = BEV_SIZE / BEV_RANGE_M
+    return np.column_stack(
+        [BEV_SIZE / 2 - points[:, 1] * scale, BEV_EGO_ROW * BEV_SIZE - points[:, 0] * scale]
+    )
 
 
 class _FrameDrawer:
@@ -384,8 +386,11 @@ class _FrameDrawer:
         lines["model"] = plan
         for name, points in lines.items():
             pixels = _bev_pixel(np.vstack([np.zeros((1, 2)), points])).astype(np.int32)
-            cv2.polylines(bev, [pixels.reshape(-1, 1, 2)], False, COLOURS[name], 2)
-        ego = _bev_pixel(np.array([[2.0, 0.9], [2.0, -0.9], [-2.0, -0.9], [-2.0, 0.9]]))
+            width = 4 if name == "gt" else 2  # drawn first and wider: visible under the others
+            cv2.polylines(bev, [pixels.reshape(-1, 1, 2)], False, COLOURS[name], width)
+            for point in pixels[1:]:
+                cv2.circle(bev, tuple(int(v) for v in point), width, COLOURS[name], -1)
+        ego = _bev_pixel(np.array([[1.0, 0.9], [1.0, -0.9], [-3.0, -0.9], [-3.0, 0.9]]))
         cv2.fillPoly(bev, [ego.astype(np.int32).reshape(-1, 1, 2)], (255, 255, 255))
         legend = (("model", "OccVLA"), ("gt", "ground truth"), ("ego_mlp", "ego MLP"),
                   ("constant_velocity", "const. velocity"))  # fmt: skip

@@ -1,7 +1,8 @@
 """A converted synthetic nuScenes scene replayed (`occvla bag play`) into the launched planner.
 
-Three processes: the planner (through `occvla launch`, on simulated time), the bag player, and
-this test's probe, which collects the planner's Paths and the bag's ground-truth paths.
+Separate processes: the planner (through `occvla launch`, on simulated time), the bag player, and
+this test's probe. In real time and in lockstep (with the replay recorded and turned into a
+report); without a planner; the first second's pacing; /tf and the latched /tf_static.
 """
 
 from __future__ import annotations
@@ -198,6 +199,33 @@ def test_lockstep_scores_every_keyframe_and_records_the_nodes_outputs(
     )
     assert expected.matched == expected.ground_truths > 0
     assert expected.summary() in log, log
+    # The report: every scored keyframe in the table, one video frame per plan.
+    import cv2
+
+    baseline = tmp_path / "ego_mlp"
+    train = subprocess.run(
+        [*python_module_command("occvla_ros.cli", "train-ego-baseline"),
+         *("--dataroot", str(synthetic_dataroot), "--split", "mini_train", "--epochs", "5"),
+         *("--cache-dir", str(tmp_path / "cache"), "--out", str(baseline))],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    report_dir = tmp_path / "report"
+    made = subprocess.run(
+        [*python_module_command("occvla_ros.cli", "replay-report", str(recording)),
+         *("--dataroot", str(synthetic_dataroot), "--baseline-checkpoint", str(baseline)),
+         *("--out", str(report_dir))],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    summary = (report_dir / "summary.md").read_text()
+    assert f"{expected.matched} of {expected.ground_truths} keyframes" in summary
+    for name in ("OccVLA (published plans)", "ego-status MLP", "constant velocity"):
+        assert f"| {name} |" in summary
+    assert "- inference: p50 " in summary
+    video = cv2.VideoCapture(str(report_dir / "replay.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(plans)
+    assert cv2.imread(str(report_dir / "frame.png")) is not None
 
 
 def test_a_replay_without_a_planner_fails_clearly(synthetic_dataroot, tmp_path):
