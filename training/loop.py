@@ -156,10 +156,11 @@ class Trainer:
             with StopRequest() as stop:
                 while self.step < self.settings.max_steps:
                     self.step += 1
+                    lr = scheduler.get_last_lr()[0]  # the rate this step uses
                     logs = self._optimizer_step(batches, optimizer, parameters)
                     scheduler.step()
                     logs = parallel.mean_over_ranks(logs, self.dist)
-                    logs["lr"] = scheduler.get_last_lr()[0]
+                    logs["lr"] = lr
                     logs["skipped_samples"] = float(self.skips.total)
                     if log is not None:
                         log.write(self.step, "train", logs)

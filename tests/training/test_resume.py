@@ -156,17 +156,19 @@ def _interrupted_twice(
     assert steps == list(range(1, MAX_STEPS + 1))  # each step once, though some ran twice
 
 
-def _compare(interrupted: Path, uninterrupted: Path) -> None:
+def _compare(interrupted: Path, uninterrupted: Path, atol: float = 1e-6) -> None:
     expected, actual = _weights(uninterrupted), _weights(interrupted)
     assert expected.keys() == actual.keys()
     for key, value in expected.items():
-        torch.testing.assert_close(actual[key], value, rtol=1e-5, atol=1e-6, msg=key)
+        torch.testing.assert_close(actual[key], value, rtol=1e-5, atol=atol, msg=key)
     # The comparison can fail: the weights moved after the first checkpoint.
     first = load_file(str(runs.complete_checkpoints(uninterrupted)[0] / "model/model.safetensors"))
     assert any(not first[k].equal(v) for k, v in expected.items())
 
 
+# Each test starts 3-4 training processes (or torchrun groups): allow for a loaded machine.
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_sigint_and_sigkill_then_resume_match_an_uninterrupted_run(synthetic_dataroot, tmp_path):
     config = tmp_path / "resume.yaml"
     config.write_text(CONFIG)
@@ -176,6 +178,7 @@ def test_sigint_and_sigkill_then_resume_match_an_uninterrupted_run(synthetic_dat
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_sigterm_and_sigkill_under_torchrun_with_two_processes(synthetic_dataroot, tmp_path):
     config = tmp_path / "resume.yaml"
     config.write_text(CONFIG)
@@ -187,6 +190,7 @@ def test_sigterm_and_sigkill_under_torchrun_with_two_processes(synthetic_dataroo
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_fsdp_trains_as_ddp_does(synthetic_dataroot, tmp_path):
     """fully_shard over the SigLIP / Gemma2 layers (LoRA inside them): the parameters DDP ends
     with, a full checkpoint, validation on the sharded model."""
@@ -196,7 +200,9 @@ def test_fsdp_trains_as_ddp_does(synthetic_dataroot, tmp_path):
         command = _command(synthetic_dataroot, tmp_path / parallel, config, 2, resume=False)
         command[command.index("--max-steps") + 1] = "5"
         _finish(_start([*command, "--val-split", "mini_val"]), 0)
-    _compare(tmp_path / "fsdp", tmp_path / "ddp")
+    # Reduce-scatter and all-reduce sum in different orders; AdamW turns those last-bit
+    # differences of near-zero LoRA gradients into a few 1e-6 on weights of about 0.1.
+    _compare(tmp_path / "fsdp", tmp_path / "ddp", atol=3e-5)
     _check_checkpoints(tmp_path / "fsdp")
     lines = (tmp_path / "fsdp" / runs.METRICS_FILE).read_text().splitlines()
     assert json.loads(lines[-1])["val"]["text"] > 0
