@@ -142,7 +142,6 @@ class Trainer:
         units = self.stage.fsdp_units(self.model) if parallel.is_sharded(self.settings) else []
         self.wrapped = parallel.wrap(self.model, self.dist, self.settings, units)
         parameters = [p for p in self.wrapped.parameters() if p.requires_grad]
-        self.parameters = parameters
         optimizer = torch.optim.AdamW(
             parameters, lr=self.settings.learning_rate, weight_decay=self.settings.weight_decay
         )
@@ -205,6 +204,13 @@ class Trainer:
             with contextlib.nullcontext() if syncing else self.wrapped.no_sync():
                 with self._autocast():
                     loss, logs = self.stage.loss(self.wrapped, batch)
+                if not torch.isfinite(loss):
+                    # Stop before the optimizer spreads NaN into every weight.
+                    raise OccvlaError(
+                        f"the loss is {float(loss)} at step {self.step} (samples "
+                        f"{batch.get('token')}); stopped before the update (a lower "
+                        "learning_rate, or those samples, may be the cause)"
+                    )
                 (loss / accumulation).backward()
             logs = {"loss": float(loss.detach()), **logs}
             for name, value in logs.items():

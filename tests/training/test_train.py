@@ -187,3 +187,18 @@ def test_help_keeps_the_examples_on_their_own_lines(capsys):
     text = capsys.readouterr().out
     assert "\nexamples:\n  python -m training.train --stage qa" in text
     assert "\n  torchrun --standalone --nproc_per_node=N -m training.train ...\n" in text
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_stops_the_run(synthetic_dataroot, tmp_path, caplog):
+    config = tmp_path / "diverging.yaml"
+    config.write_text(
+        "model: {preset: tiny}\n"
+        "training: {learning_rate: 1e30, warmup_steps: 0, grad_clip_norm: 1e30,"
+        " progress_bar: false}\n"
+    )
+    command = arguments(synthetic_dataroot, tmp_path / "run", "planning", 6, config=config)
+    assert main(command) == 2
+    (error,) = _errors(caplog)
+    assert error.startswith("the loss is nan at step ") or error.startswith("the loss is inf")
+    assert not (tmp_path / "run" / "checkpoint").exists()
