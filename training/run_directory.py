@@ -104,7 +104,15 @@ def write_config(run: Path, resolved: dict[str, Any]) -> None:
 
 
 def remove_temporaries(run: Path) -> None:
-    """Directories left by a process killed while writing a checkpoint."""
+    """Directories left by a process killed while writing a checkpoint.
+
+    A previous ``best/`` or ``checkpoint/`` set aside for its replacement is put back when the
+    replacement never arrived (a kill between the two renames of :func:`write_atomically`).
+    """
+    for old in run.glob(_TEMPORARY_PREFIX + "old-*"):
+        target = run / old.name.removeprefix(_TEMPORARY_PREFIX + "old-").rsplit("-", 1)[0]
+        if not target.exists():
+            old.rename(target)
     for directory in (run, run / CHECKPOINTS_DIR):
         for stray in directory.glob(_TEMPORARY_PREFIX + "*"):
             logger.warning("removing %s (a checkpoint interrupted while being written)", stray)
