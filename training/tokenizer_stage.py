@@ -70,6 +70,17 @@ class TokenizerStage(Stage):
     best_metric = "miou"
     best_mode = "max"
 
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--tokenizer-dead-code-window",
+            type=int,
+            default=20,
+            metavar="STEPS",
+            help="stage tokenizer: every STEPS training steps, move the codes no latent chose "
+            "onto latents of the batch (0: never; default 20)",
+        )
+
     @property
     def vqvae_config(self) -> VQVAEConfig:
         return self.context.config.occupancy.vqvae
@@ -77,7 +88,7 @@ class TokenizerStage(Stage):
     def build_model(self) -> nn.Module:
         """A fresh tokenizer of the preset's configuration, or ``--init``'s (go on training)."""
         if self.context.init is None:
-            return OccupancyVQVAE(self.vqvae_config)
+            return self._with_restarts(OccupancyVQVAE(self.vqvae_config))
         return self.load(self.context.init)
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
@@ -129,7 +140,16 @@ class TokenizerStage(Stage):
 
     def load(self, directory: Path) -> nn.Module:
         """The tokenizer in ``directory``; it must have this preset's configuration."""
-        return load_scene_tokenizer(directory, OccupancyVQVAE(self.vqvae_config))
+        return self._with_restarts(
+            load_scene_tokenizer(directory, OccupancyVQVAE(self.vqvae_config))
+        )
+
+    def _with_restarts(self, model: OccupancyVQVAE) -> OccupancyVQVAE:
+        window = getattr(self.context.args, "tokenizer_dead_code_window", 0)
+        if window < 0:
+            raise ConfigError(f"--tokenizer-dead-code-window must be >= 0, got {window}")
+        model.vqvae.dead_code_window = window
+        return model
 
 
 # ---------------------------------------------------------------- stage 2's frozen decoder

@@ -354,6 +354,16 @@ class VectorQuantizer(nn.Module):
         )
         self.quant_conv = nn.Conv2d(config.latent_channels, config.latent_channels, 1)
         self.post_quant_conv = nn.Conv2d(config.latent_channels, config.latent_channels, 1)
+        # Dead-code restarts while training (0: off; the tokenizer stage sets it): every
+        # dead_code_window training calls, codes no latent chose in that window are moved onto
+        # latents of the current batch. Without it a small codebook collapses to a few codes (8
+        # of 64 after 80 steps of the tiny recipe) and small objects cannot be reconstructed.
+        # Not in the state dict (OccWorld's names stay exact).
+        self.dead_code_window = 0
+        self._calls_in_window = 0
+        self.register_buffer(
+            "code_counts", torch.zeros(config.codebook_size, dtype=torch.long), persistent=False
+        )
 
     def snap_to_codebook(self, latents: torch.Tensor) -> Quantized:
         """Replace each cell of ``latents`` [B, C, x, y] by its nearest code (L2).
@@ -362,6 +372,9 @@ class VectorQuantizer(nn.Module):
         """
         batch, channels, height, width = latents.shape
         flat = latents.permute(0, 2, 3, 1).reshape(-1, channels)  # [B*x*y, C]
+        tracking = self.training and self.dead_code_window > 0 and torch.is_grad_enabled()
+        if tracking and self._calls_in_window >= self.dead_code_window:
+            self._restart_dead_codes(flat.detach())
         codebook = self.embedding.weight  # [K, C]
         distances = (
             flat.pow(2).sum(1, keepdim=True)
@@ -369,6 +382,9 @@ class VectorQuantizer(nn.Module):
             + codebook.pow(2).sum(1)[None, :]
         )  # [B*x*y, K]
         indices = distances.argmin(dim=1)
+        if tracking:
+            self.code_counts += torch.bincount(indices, minlength=self.code_counts.numel())
+            self._calls_in_window += 1
         nearest = self.embedding(indices).reshape(batch, height, width, channels)
         nearest = nearest.permute(0, 3, 1, 2)  # [B, C, x, y]
         codebook_term = F.mse_loss(nearest, latents.detach())
@@ -379,6 +395,23 @@ class VectorQuantizer(nn.Module):
             indices=indices.reshape(batch, height, width),
             loss=codebook_term + self.commitment_beta * commitment_term,
         )
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, latents: torch.Tensor) -> None:
+        """Codes unused in the window become random rows of ``latents`` [N, C]; new window.
+
+        Under torch.distributed every rank calls this at the same step (the window counts
+        calls), and rank 0's codebook is broadcast so the replicas stay equal.
+        """
+        dead = (self.code_counts == 0).nonzero().squeeze(1)  # [D]
+        if dead.numel():
+            picks = torch.randint(latents.shape[0], (dead.numel(),), device=latents.device)
+            self.embedding.weight[dead] = latents[picks].to(self.embedding.weight.dtype)
+            logger.info("restarted %d dead codes of %d", dead.numel(), self.code_counts.numel())
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(self.embedding.weight.data, src=0)
+        self.code_counts.zero_()
+        self._calls_in_window = 0
 
 
 class VQVAEOutput(NamedTuple):

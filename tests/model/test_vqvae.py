@@ -307,6 +307,29 @@ def test_reconstruction_loss_weights_and_terms():
         ReconstructionWeights(ce=0.0, lovasz=0.0)
 
 
+def test_dead_codes_restart_onto_the_batch_latents():
+    torch.manual_seed(0)
+    config = VQVAEConfig(**{**VQVAEConfig.tiny().__dict__, "spatial_size": (8, 8)})
+    quantizer = OccupancyVQVAE(config).vqvae
+    latents = torch.randn(2, config.latent_channels, 2, 2) * 5  # 8 cells, far from the codes
+    quantizer.eval()
+    quantizer.dead_code_window = 1
+    quantizer.snap_to_codebook(latents)
+    assert int(quantizer.code_counts.sum()) == 0  # evaluation neither counts nor restarts
+    quantizer.train()
+    used = quantizer.snap_to_codebook(latents).indices.unique()
+    assert int(quantizer.code_counts.sum()) == 8
+    before = quantizer.embedding.weight.detach().clone()
+    quantizer.snap_to_codebook(latents)  # the window is full: unused codes move
+    after = quantizer.embedding.weight.detach()
+    moved = [k for k in range(config.codebook_size) if not torch.equal(before[k], after[k])]
+    assert set(moved) == set(range(config.codebook_size)) - set(used.tolist())
+    cells = latents.permute(0, 2, 3, 1).reshape(-1, config.latent_channels)
+    for code in moved:  # each one now sits on a latent cell of the batch
+        assert torch.isclose(cells, after[code]).all(dim=1).any()
+    assert "vqvae.code_counts" not in OccupancyVQVAE(config).state_dict()
+
+
 def _sorted_lovasz(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The paper's definition, literally: sort every present class's errors, dot increments."""
     per_class = []
