@@ -58,7 +58,7 @@ def add_arguments(parser) -> None:
         "on the machine's speed or load",
     )  # fmt: skip
     play.add_argument(
-        "--lockstep-timeout", type=float, default=30.0, metavar="S",
+        "--lockstep-timeout", type=float, default=60.0, metavar="S",
         help="longest wait for the plan of one set in lockstep (counted when reached)",
     )  # fmt: skip
     play.add_argument(

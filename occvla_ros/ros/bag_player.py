@@ -181,7 +181,7 @@ class Pacing:
     rate: float = 1.0
     max_gap_s: float = 1.0
     lockstep: bool = False
-    lockstep_timeout_s: float = 30.0
+    lockstep_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.rate > 0 or not self.max_gap_s > 0 or not self.lockstep_timeout_s > 0:
@@ -199,7 +199,7 @@ def play(
     delay_s: float = 0.5,
     max_gap_s: float = 1.0,
     lockstep: bool = False,
-    lockstep_timeout_s: float = 30.0,
+    lockstep_timeout_s: float = 60.0,
     wait_for: Sequence[str] = (),
     wait_timeout_s: float = 30.0,
     score_topic: str | None = None,
@@ -248,7 +248,7 @@ def play(
         if record is not None:
             from occvla_ros.ros.recorder import ReplayRecorder
 
-            recorder = ReplayRecorder(record, node, {t for _, t in publishers.values()})
+            recorder = ReplayRecorder(record, node, {c.topic for c in reader.connections})
             recorder.discover()
         playback = _Playback(
             publishers, clock, pacing, collector=collector, recorder=recorder,
@@ -410,8 +410,8 @@ class _Playback:
             publisher, topic = self.publishers[connection.id]
             publisher.publish(bytes(data))
             report.published[topic] += 1
-            if self.recorder is not None:
-                self.recorder.write_input(connection, stamp_ns, data)
+        if self.recorder is not None:  # every input, published here or not (/tf without tf2)
+            self.recorder.write_input(connection, stamp_ns, data)
 
     def _lockstep(self, topic: str, stamp_ns: int, camera_set: dict, report) -> None:
         """After the image completing a camera set, wait for the planner's answer to it."""

@@ -30,7 +30,7 @@ RECORD_DEPTH = 100  # messages a recording subscription keeps while the writer i
 class ReplayRecorder:
     """Writes the played inputs (``write_input``) and the graph's other topics (``discover``)."""
 
-    def __init__(self, out: str | Path, node, played_topics: set[str]) -> None:
+    def __init__(self, out: str | Path, node, bag_topics: set[str]) -> None:
         from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
 
@@ -53,12 +53,12 @@ class ReplayRecorder:
         self.lock = threading.Lock()  # inputs come from the player, outputs from the executor
         self.inputs: dict[int, object] = {}  # bag connection id -> recording connection
         self.outputs: dict[str, object] = {}  # topic -> recording connection
-        self.ignored = set(played_topics) | NOT_RECORDED
+        self.ignored = set(bag_topics) | NOT_RECORDED  # the bag's topics come from the bag
         self.now_ns = 0  # the bag time the replay has reached
         self.recorded = 0
 
     def write_input(self, connection, stamp_ns: int, data) -> None:
-        """One played message, as read from the bag."""
+        """One message of the bag, as read from it."""
         with self.lock:
             if connection.id not in self.inputs:
                 self.inputs[connection.id] = self.writer.add_connection(
