@@ -31,10 +31,11 @@ CRUISE, STOP, LEAD_BRAKING, OBSTACLE_LANE_CHANGE, TURN = (
     "turn",
 )
 SITUATIONS: tuple[str, ...] = (CRUISE, STOP, LEAD_BRAKING, OBSTACLE_LANE_CHANGE, TURN)
-# What the oracle reads (units: m, s, m/s, rad; "none" distances are FAR_M).
+# What the oracle reads (units: m, s, m/s, rad; distances beyond FAR_M, or to nothing, read FAR_M;
+# waits are capped at MAX_WAIT_S).
 STATE_FEATURES: tuple[str, ...] = (
     "lane_offset",  # ego's lateral offset from the route centre line (lanes at -1.75, -5.25)
-    "lane_needed",  # the lane the route or an obstacle ahead demands next
+    "lane_shift_needed",  # to the lane the route or an obstacle ahead demands next (+ left)
     "heading_change_10",  # route heading 10 / 20 / 30 / 40 m ahead minus here (curves, turns)
     "heading_change_20",
     "heading_change_30",
@@ -49,7 +50,8 @@ STATE_FEATURES: tuple[str, ...] = (
     "obstacle_distance",  # ego front to an obstacle in the ego direction's lanes
     "obstacle_in_ego_lane",
 )
-FAR_M = 100.0
+FAR_M = 60.0
+MAX_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)

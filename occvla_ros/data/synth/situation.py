@@ -21,6 +21,7 @@ from occvla_ros.data.world_annotations import (
     CRUISE,
     FAR_M,
     LEAD_BRAKING,
+    MAX_WAIT_S,
     OBSTACLE_LANE_CHANGE,
     STOP,
     TURN,
@@ -141,7 +142,7 @@ def world_state(world: World, t: float) -> tuple[float, ...]:
     needed = lane
     for obstacle in world.obstacles:
         if obstacle.s_end + 1.0 >= front - EGO_FRONT_M and obstacle.s_begin - front < FAR_M:
-            obstacle_distance = max(0.0, obstacle.s_begin - front)
+            obstacle_distance = min(FAR_M, max(0.0, obstacle.s_begin - front))
             obstacle_in_lane = float(abs(obstacle.lane - lane_offset) < 1.75)
             if (
                 obstacle.s_begin - s <= OBSTACLE_REACT_M + 20.0
@@ -155,10 +156,10 @@ def world_state(world: World, t: float) -> tuple[float, ...]:
         needed = OUTER_LANE_M
     return (
         lane_offset,
-        needed,
+        needed - lane_offset,
         *changes,
-        float(stop_distance),
-        float(stop_wait),
+        float(min(stop_distance, FAR_M)),
+        float(min(stop_wait, MAX_WAIT_S)),
         float(stop_kind == "red light"),
         float(stop_kind == "stop sign"),
         lead_gap,

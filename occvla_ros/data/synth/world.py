@@ -666,7 +666,7 @@ def _traffic_controls(
     rng: np.random.Generator, route: Route, s_start: float
 ) -> list[TrafficControl]:
     """A traffic light (65 %) or a stop sign at every intersection. A light is green throughout
-    (40 %) or red until 2-14 s after the ego would arrive at cruise speed, so that the ego usually
+    (25 %) or red until 2-14 s after the ego would arrive at cruise speed, so that the ego usually
     meets it red and waits."""
     controls = []
     for intersection in route.intersections:
@@ -674,7 +674,7 @@ def _traffic_controls(
             controls.append(TrafficControl("stop sign", intersection))
             continue
         green_at = None
-        if rng.random() < 0.6:
+        if rng.random() < 0.75:
             arrival = (intersection.s_stop_line - s_start) / EGO_CRUISE_MPS
             green_at = float(arrival + rng.uniform(2.0, 14.0))
         controls.append(TrafficControl("light", intersection, green_at))
@@ -762,10 +762,14 @@ def _drive_ego(
         category = _vehicle_category(rng, (0.7, 0.18, 0.12))
         size, parts = _vehicle_body(rng, category)
         parts = _brake_lights(parts, size)
-        targets = np.full(len(times), float(rng.uniform(8.0, EGO_CRUISE_MPS)))
-        if rng.random() < 0.5:  # the lead brakes to a standstill for a while
-            start = float(rng.uniform(2.0, max(3.0, times[-1] - 10.0)))
-            targets[(times >= start) & (times < start + rng.uniform(3.0, 6.0))] = 0.0
+        cruise = float(rng.uniform(8.0, EGO_CRUISE_MPS))
+        targets = np.full(len(times), cruise)
+        start = float(rng.uniform(1.0, 5.0))
+        while start < times[-1]:  # the lead brakes, to a standstill or to a crawl, now and then
+            low = 0.0 if rng.random() < 0.6 else float(rng.uniform(2.0, 5.0))
+            end = start + float(rng.uniform(2.0, 5.0))
+            targets[(times >= start) & (times < end)] = low
+            start = end + float(rng.uniform(4.0, 9.0))
         lead_rules, _ = _stop_rules(controls)
         lead_drive = motion.drive(
             times,
@@ -833,12 +837,12 @@ def _place_obstacle(
     rng: np.random.Generator, route: Route, drive: motion.Drive
 ) -> tuple[float, float, str, bool] | None:
     """(route s of its start, its length, "vehicle" | "cones", whether it blocks the ego's lane)
-    of an obstacle in 65 % of the scenes, on a stretch the ego reaches, away from intersections."""
-    if rng.random() < 0.35:
+    of an obstacle in 80 % of the scenes, on a stretch the ego reaches, away from intersections."""
+    if rng.random() < 0.2:
         return None
     kind = "vehicle" if rng.random() < 0.5 else "cones"
     length = 5.0 if kind == "vehicle" else 10.0
-    blocks = bool(rng.random() < 0.75)
+    blocks = bool(rng.random() < 0.85)
     low, high = drive.s[0] + OBSTACLE_REACT_M + 5.0, drive.s[-1] - 20.0
     for _ in range(20):
         if high <= low:
@@ -936,9 +940,10 @@ def _plan_lanes(
     index = np.arange(len(times))
     changes: list[tuple[int, float, float]] = []  # (start index, from lane, to lane)
     obstacle = None
-    for trigger, deadline, needed, is_obstacle in requirements:
+    for reached, deadline, needed, is_obstacle in requirements:
+        trigger = reached
         if obstacle is not None and needed == obstacle.lane:
-            trigger = max(trigger, obstacle.s_end + 1.0)  # not into its lane before passing it
+            trigger = max(reached, obstacle.s_end + 1.0)  # not into its lane before passing it
         other = INNER_LANE_M + OUTER_LANE_M - lane
         if is_obstacle:
             blocks = obstacle_plan[3]
