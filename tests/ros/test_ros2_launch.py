@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from occvla_ros.ros.conversions import stamp_to_ns
 from occvla_ros.ros.node_set import OCCUPANCY, PACKAGE, PLANNER
 from tests.ros.rig import SECOND, CameraRig, Outputs, drive
 from tests.support.ros import (
@@ -175,3 +176,67 @@ def test_a_mistyped_boolean_launch_argument_is_refused(tmp_path):
     assert code != 0, log
     assert "launch argument occupancy:='ture' is not a boolean: expected true or false" in log
     assert "process started" not in log
+
+
+@pytest.mark.slow
+def test_replay_launch_plays_a_bag_into_both_nodes_and_ends_with_it(
+    installed_share_dir, tiny_checkpoint, synthetic_dataroot, tmp_path
+):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from nav_msgs.msg import Path as PathMessage
+    from visualization_msgs.msg import MarkerArray
+
+    from occvla_ros.bags.nuscenes_to_bag import convert
+    from occvla_ros.constants import GROUND_TRUTH_TOPIC
+
+    bag = tmp_path / "bag"
+    convert(synthetic_dataroot, "v1.0-mini", bag, scene_names=["scene-0103"])
+    probe = RosProbe()
+    outputs = Outputs(probe)
+    markers, ground_truth = [], []
+    probe.node.create_subscription(MarkerArray, "/occvla_occupancy/markers", markers.append, 5)
+    probe.node.create_subscription(PathMessage, GROUND_TRUTH_TOPIC, ground_truth.append, 50)
+    status_stamps = []
+    probe.node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: status_stamps.append(stamp_to_ns(m.header.stamp)),
+        50,
+    )
+    launch = ProcessHandle(
+        ros2_launch_command(
+            "replay.launch.py", f"bag:={bag}", f"checkpoint:={tiny_checkpoint}", "device:=cpu",
+            # A quarter of real time: plans before the end of the bag stops the nodes, even on a
+            # loaded machine.
+            "rate:=0.25",
+        ),
+        tmp_path / "launch.log",
+    )  # fmt: skip
+    try:
+        assert probe.spin_until(lambda: launch.returncode is not None, 240.0), launch.log_text()
+        probe.spin_for(1.0)
+    finally:
+        launch.stop()
+        probe.close()
+    log = launch.log_text()
+    # The bag played to its end in real time, then everything stopped.
+    assert launch.returncode == 0, log
+    assert sorted(started_processes(log)) == ["bag_player", "occupancy_node", "planner_node"], log
+    # The player's end is what stopped the nodes.
+    player_end = log.index("[bag_player-3]: process has finished cleanly")
+    assert player_end < log.index("sending signal 'SIGINT' to process[planner_node"), log
+    assert log.count("process has finished cleanly") == 3, log
+    assert outputs.paths and markers and ground_truth
+    # use_sim_time (the replay default): the planner's clock is the bag's.
+    bag_start = min(stamp_to_ns(path.header.stamp) for path in ground_truth)
+    bag_end = max(stamp_to_ns(path.header.stamp) for path in ground_truth)
+    assert any(bag_start <= stamp <= bag_end + SECOND for stamp in status_stamps), status_stamps
+
+
+def test_replay_launch_without_a_bag_is_refused(tiny_checkpoint, tmp_path):
+    launch = ProcessHandle(
+        ros2_launch_command("replay.launch.py", f"checkpoint:={tiny_checkpoint}"),
+        tmp_path / "launch.log",
+    )
+    assert launch.wait(60.0) != 0, launch.log_text()
+    assert "bag" in launch.log_text() and "process started" not in launch.log_text()
