@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from geometry_msgs.msg import Point, PoseStamped
@@ -26,7 +27,9 @@ from occvla_ros.geometry import (
 )
 from occvla_ros.ros.stamps import ns_to_stamp, stamp_to_ns  # noqa: F401 - re-exported
 from occvla_ros.runtime.ego import OdometrySample
-from occvla_ros.runtime.planner import JPEG, CameraFrame
+
+if TYPE_CHECKING:
+    from occvla_ros.runtime.planner import CameraFrame
 
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 # PointCloud2 layout of the occupancy cloud: x, y, z float32 + class uint8, padded to 16 bytes.
@@ -37,6 +40,10 @@ OCCUPANCY_CLOUD_DTYPE = np.dtype(
 
 def image_to_frame(message: Image) -> CameraFrame:
     """rgb8/bgr8/mono8 sensor_msgs/Image -> CameraFrame (a view on the message's buffer)."""
+    # Imported here: runtime.planner brings torch, which the occupancy node and the bag player,
+    # importing this module for clouds, markers and stamps, must not load.
+    from occvla_ros.runtime.planner import CameraFrame
+
     channels = _CHANNELS.get(message.encoding)
     if channels is None:
         raise DataError(
@@ -55,6 +62,8 @@ def image_to_frame(message: Image) -> CameraFrame:
 
 def compressed_to_frame(message: CompressedImage) -> CameraFrame:
     """JPEG sensor_msgs/CompressedImage -> CameraFrame holding the bytes (decoded later)."""
+    from occvla_ros.runtime.planner import JPEG, CameraFrame  # torch: see image_to_frame
+
     if "jpeg" not in message.format.lower() and "jpg" not in message.format.lower():
         raise DataError(f"unsupported compressed format {message.format!r}; expected jpeg")
     return CameraFrame(bytes(message.data), JPEG)
