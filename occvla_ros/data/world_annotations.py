@@ -46,6 +46,7 @@ STATE_FEATURES: tuple[str, ...] = (
     "stop_is_stop_sign",
     "lead_gap",  # ego front to the lead vehicle's tail
     "lead_speed",
+    "lead_accel",
     "lead_braking",
     "obstacle_distance",  # ego front to an obstacle in the ego direction's lanes
     "obstacle_in_ego_lane",

@@ -128,15 +128,17 @@ def world_state(world: World, t: float) -> tuple[float, ...]:
             stops.append((_ego_s(world, start) - s, stop - max(t, start), "yield"))
     stop_distance, stop_wait, stop_kind = min(stops, default=(FAR_M, 0.0, ""))
 
-    lead_gap, lead_speed, lead_braking = FAR_M, 0.0, 0.0
+    lead_gap, lead_speed, lead_accel, lead_braking = FAR_M, 0.0, 0.0, 0.0
     if world.lead_index is not None and world.agent_states(t)["active"][world.lead_index]:
         lead = world.agents[world.lead_index]
         lead_gap = _lead_gap(world, t)
         k = world._grid(t)[0]
         lead_speed = float(lead.speed[k])
+        step = world.times[1] - world.times[0]
+        lead_accel = float(lead.speed[min(k + 1, len(lead.speed) - 1)] - lead.speed[k]) / step
         lead_braking = float(lead.braking is not None and lead.braking[k])
         if lead_gap >= FAR_M:
-            lead_gap, lead_speed = FAR_M, 0.0
+            lead_gap, lead_speed, lead_accel = FAR_M, 0.0, 0.0
 
     obstacle_distance, obstacle_in_lane = FAR_M, 0.0
     needed = lane
@@ -164,6 +166,7 @@ def world_state(world: World, t: float) -> tuple[float, ...]:
         float(stop_kind == "stop sign"),
         lead_gap,
         lead_speed,
+        lead_accel,
         lead_braking,
         float(obstacle_distance),
         obstacle_in_lane,
