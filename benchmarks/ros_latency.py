@@ -53,8 +53,9 @@ os.environ.update(
     {
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", str(random.randint(101, 200))),
+        # Only the current name: with the deprecated FASTRTPS_... too, Fast DDS warns and fails
+        # to load the profile a second time (occvla_ros.ros.node_set.dds_environment).
         "FASTDDS_DEFAULT_PROFILES_FILE": PROFILE,
-        "FASTRTPS_DEFAULT_PROFILES_FILE": PROFILE,
         "HF_HUB_OFFLINE": "1",
     }
 )
