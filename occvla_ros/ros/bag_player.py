@@ -88,12 +88,19 @@ class _PlanCollector:
     """Receives the planner's Paths on a helper thread while the main thread plays the bag."""
 
     def __init__(self, node, topic: str) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
         from nav_msgs.msg import Path as PathMessage
         from rclpy.executors import SingleThreadedExecutor
 
         self.plans: list[StampedPath] = []
         self.arrived = threading.Condition()
         self.subscription = node.create_subscription(PathMessage, topic, self._on_plan, 100)
+        # The planner's periodic status: once one arrives, the planner has discovered this
+        # node's subscriptions (created together), so its first plan is not published unseen.
+        self.status_heard = threading.Event()
+        self.status = node.create_subscription(
+            DiagnosticArray, "/diagnostics", lambda _: self.status_heard.set(), 10
+        )
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(node)
         self.thread = threading.Thread(target=self._spin, name="occvla_plan_collector", daemon=True)
@@ -242,13 +249,14 @@ def play(
         clock = node.create_publisher(Clock, "/clock", 10)
         if lockstep or score_topic:
             collector = _PlanCollector(node, score_topic or plan_topic)
-        _wait_for_subscribers(publishers, wait_for, wait_timeout_s)
-        if lockstep:
-            _wait_for_planner(collector, wait_timeout_s)
-        if record is not None:
+        if record is not None:  # before the waits: a bad path fails at once
             from occvla_ros.ros.recorder import ReplayRecorder
 
             recorder = ReplayRecorder(record, node, {c.topic for c in reader.connections})
+        _wait_for_subscribers(publishers, wait_for, wait_timeout_s)
+        if lockstep:
+            _wait_for_planner(collector, wait_timeout_s)
+        if recorder is not None:
             recorder.discover()
         playback = _Playback(
             publishers, clock, pacing, collector=collector, recorder=recorder,
@@ -313,6 +321,11 @@ def _wait_for_subscribers(publishers: dict, topics: Sequence[str], timeout_s: fl
 
 
 def _wait_for_planner(collector: _PlanCollector, timeout_s: float) -> None:
+    """Until the planner publishes plans and its status has reached this node.
+
+    Seeing the planner's publisher here does not mean the planner has matched this node's
+    subscription yet: under load a first plan was published before it had, and lost. Its
+    ``/diagnostics`` status (about once a second) arriving means it has."""
     subscription = collector.subscription
     deadline = time.monotonic() + timeout_s
     while subscription.get_publisher_count() == 0:
@@ -322,6 +335,8 @@ def _wait_for_planner(collector: _PlanCollector, timeout_s: float) -> None:
                 f"{timeout_s:.0f} s (start it first, e.g. occvla launch use_sim_time:=true ...)"
             )
         time.sleep(0.05)
+    if not collector.status_heard.wait(max(0.0, deadline - time.monotonic())):
+        raise DataError(f"no planner status on /diagnostics within {timeout_s:.0f} s")
 
 
 class _Playback:

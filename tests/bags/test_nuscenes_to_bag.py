@@ -317,6 +317,8 @@ def test_play_refuses_bad_arguments_clearly(converted, tmp_path):
         play(bag, rate=0.0)
     with pytest.raises(DataError, match="not a rosbag2 directory"):
         play(tmp_path)
+    with pytest.raises(ConfigError, match="looping replay cannot be recorded"):
+        play(bag, loop=True, record=tmp_path / "replay.mcap")
     (tmp_path / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 99}\n")
     with pytest.raises(DataError, match="cannot read bag"):
         play(tmp_path)
@@ -327,6 +329,25 @@ def test_play_refuses_bad_arguments_clearly(converted, tmp_path):
     assert result.returncode == 2
     assert "cannot wait for ['/nope']: not published from this bag" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_recording_refuses_a_bad_path_before_playing(converted, tmp_path):
+    import rclpy
+
+    from occvla_ros.ros.bag_player import play
+
+    bag, _, _ = converted
+    (tmp_path / "taken.mcap").write_text("a user's file\n")
+    rclpy.init()
+    try:
+        with pytest.raises(ConfigError, match=r"must be an \.mcap file"):
+            play(bag, record=tmp_path / "replay.bag", wait_for=["/odom"])
+        with pytest.raises(ConfigError, match="exists already"):
+            play(bag, record=tmp_path / "taken.mcap", wait_for=["/odom"])
+    finally:
+        rclpy.try_shutdown()
+    assert (tmp_path / "taken.mcap").read_text() == "a user's file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.mcap"]
 
 
 def test_loop_plays_the_bag_again_until_stopped(synthetic_dataroot, tmp_path):
