@@ -169,6 +169,9 @@ class PlanningHeadConfig:
     num_layers: int = 3
     dropout: float = 0.1
     num_waypoints: int = NUM_WAYPOINTS
+    # Predict the offset from constant velocity (straight on at the current speed), not the
+    # waypoints from zero: the MLP starts from a sensible plan and learns the deviation.
+    kinematic_prior: bool = True
     # Which meta-action stage 3 feeds the head: "predicted" (the frozen VLM's scored argmax, what
     # the head gets at test time) or "ground_truth" (teacher forcing).
     training_action: str = "predicted"

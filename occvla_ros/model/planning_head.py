@@ -15,7 +15,9 @@ Inputs (each optional part switched by :class:`PlanningHeadConfig`):
   token, each token tagged with a learned embedding of its camera and patch
   (``pooling="attention"``), or one mean per camera (``pooling="camera_mean"``).
 
-MLP with GELU -> 6 x (x, y) in the ego frame (x forward, y left), metres.
+MLP with GELU -> 6 x (x, y) in the ego frame (x forward, y left), metres; with
+``kinematic_prior`` the MLP predicts the offset from driving straight on at the current speed
+(constant velocity), so a few hundred steps already start from a sensible plan.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import logging
 import torch
 from torch import nn
 
-from occvla_ros.constants import NUM_CAMERAS
+from occvla_ros.constants import NUM_CAMERAS, WAYPOINT_DT_S
 from occvla_ros.errors import ConfigError
 from occvla_ros.model.configuration import PlanningHeadConfig
 
@@ -197,7 +199,16 @@ class PlanningHead(nn.Module):
             if commands is None or len(commands) != batch:
                 raise ConfigError("this planning head reads the driving command: give one per row")
             parts.append(self.command_embedding(self.command_indices(commands, visual.device)))
-        return self.mlp(torch.cat(parts, dim=-1)).view(-1, self.config.num_waypoints, 2)
+        waypoints = self.mlp(torch.cat(parts, dim=-1)).view(-1, self.config.num_waypoints, 2)
+        if self.config.kinematic_prior:
+            waypoints = waypoints + self._constant_velocity(ego_state.to(dtype))
+        return waypoints
+
+    def _constant_velocity(self, ego_state: torch.Tensor) -> torch.Tensor:
+        """[B, 6, 2]: straight on at the current speed, (v t, 0) at t = 0.5 ... 3 s."""
+        steps = torch.arange(1, self.config.num_waypoints + 1, device=ego_state.device)
+        forward = ego_state[:, :1] * (steps * WAYPOINT_DT_S).to(ego_state.dtype)  # [B, 6]
+        return torch.stack([forward, torch.zeros_like(forward)], dim=-1)
 
     @staticmethod
     def loss(waypoints: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

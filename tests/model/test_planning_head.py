@@ -175,3 +175,21 @@ def test_a_longer_history_than_the_head_reads_keeps_the_newest_positions():
     full = head(action, ego, visual, past_trajectory=past, past_mask=mask)
     newest = head(action, ego, visual, past_trajectory=past[:, 2:], past_mask=mask[:, 2:])
     torch.testing.assert_close(full, newest)
+
+
+def test_the_kinematic_prior_starts_from_constant_velocity():
+    head = _head().eval()
+    with torch.no_grad():
+        head.mlp[-1].weight.zero_()
+        head.mlp[-1].bias.zero_()
+    ego = torch.tensor([[4.0, 0.0, 0.0], [10.0, 1.0, 0.1]])
+    visual = torch.randn(2, 6 * TOKENS_PER_VIEW, WIDTH)
+    waypoints = head(torch.zeros(2, dtype=torch.long), ego, visual)
+    expected = torch.zeros(2, 6, 2)
+    expected[..., 0] = ego[:, :1] * 0.5 * torch.arange(1, 7)
+    torch.testing.assert_close(waypoints, expected)
+    plain = _head(kinematic_prior=False).eval()
+    with torch.no_grad():
+        plain.mlp[-1].weight.zero_()
+        plain.mlp[-1].bias.zero_()
+    assert torch.equal(plain(torch.zeros(2, dtype=torch.long), ego, visual), torch.zeros(2, 6, 2))
