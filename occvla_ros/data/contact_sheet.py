@@ -134,7 +134,8 @@ def contact_sheet(record: KeyframeRecord) -> np.ndarray:
         caption,
         f"{record.scene_name}  {record.token}  speed {speed:.1f} m/s  accel {accel:+.1f} m/s2  "
         f"yaw rate {np.degrees(yaw_rate):+.1f} deg/s  meta-action: {record.meta_action or '-'}  "
-        f"command (from the future): {record.command}",
+        f"command ({'from the future' if record.command_is_future_derived else 'route'}): "
+        f"{record.command}",
         (8, 23),
     )
     return np.vstack([sheet, caption])
