@@ -486,7 +486,8 @@ class PlannerNode(Node):
         self.meta_action_publisher.publish(String(data=plan.meta_action.text))
         latency_ms = (time.monotonic() - pending.completed_at) * 1e3  # until the plan is out
         # Decoded after the plan is published: the occupancy branch must not delay the trajectory.
-        if with_occupancy:
+        # Not once the node is stopping: it would only delay the exit (launch's stop timeout).
+        if with_occupancy and not self._stopping:
             points, classes = occupancy_points(self.planner.decode_occupancy(plan))
             cloud_header = Header(stamp=header.stamp, frame_id=self.params["base_frame"])
             self.occupancy_publisher.publish(occupancy_cloud(points, classes, cloud_header))
