@@ -100,18 +100,20 @@ def run(args) -> int:
         print(f"  not published: {topic} ({why})")
     if args.lockstep:
         print(
-            f"lockstep: {report.lockstep_sets} camera sets, {report.lockstep_timeouts} not "
-            f"answered within {args.lockstep_timeout:g} s, {report.incomplete_sets} incomplete "
-            "in the bag"
+            f"lockstep: {report.lockstep_sets} camera sets, {len(report.skipped_sets)} skipped by "
+            f"the planner (see its /diagnostics), {report.lockstep_timeouts} not answered within "
+            f"{args.lockstep_timeout:g} s, {report.incomplete_sets} incomplete in the bag"
         )
     if report.recording is not None:
         print(f"recorded {report.recording}")
-    return _score_status(report.score, args)
+    return _score_status(report, args)
 
 
-def _score_status(score, args) -> int:
+def _score_status(report, args) -> int:
     """Exit status of a scored replay: 1 when nothing was scored, or in lockstep (where every
-    set is answered) when any ground truth with a full future went unscored."""
+    set is answered) when a set timed out or a ground truth with a full future went unscored
+    other than at a set the planner skipped for a counted reason."""
+    score = report.score
     if score is None:
         return 0
     if score.matched == 0:
@@ -121,10 +123,14 @@ def _score_status(score, args) -> int:
         )  # fmt: skip
         return 1
     print(score.summary())
-    if args.lockstep and score.matched < score.ground_truths:
+    scorable = score.ground_truths - report.unplannable_ground_truths
+    if report.unplannable_ground_truths:
+        print(f"  {report.unplannable_ground_truths} ground-truth paths fall at sets the planner "
+              "skipped: not plannable")  # fmt: skip
+    if args.lockstep and (score.matched < scorable or report.lockstep_timeouts):
         print(
-            f"error: lockstep scored only {score.matched} of {score.ground_truths} ground-truth "
-            "paths", file=sys.stderr,
+            f"error: lockstep scored {score.matched} of {scorable} plannable ground-truth "
+            f"paths, {report.lockstep_timeouts} sets unanswered", file=sys.stderr,
         )  # fmt: skip
         return 1
     return 0

@@ -43,7 +43,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from occvla_ros.constants import CAMERA_NAMES, GROUND_TRUTH_TOPIC, camera_image_topic
+from occvla_ros.constants import (
+    CAMERA_NAMES,
+    GROUND_TRUTH_TOPIC,
+    NUM_WAYPOINTS,
+    camera_image_topic,
+)
 from occvla_ros.errors import ConfigError, DataError
 from occvla_ros.evaluation.replay import ReplayScore, StampedPath, score_replay
 
@@ -59,6 +64,8 @@ PUBLISHER_DEPTH = 100
 FLUSH_TIMEOUT_S = 2.0  # longest wait per topic for reliable subscribers to acknowledge the end
 DEFAULT_PLAN_TOPIC = "/occvla_planner/trajectory"
 DISCOVERY_PERIOD_S = 1.0  # how often a recording looks for new topics on the graph
+# The planner's /diagnostics counters of finished camera sets: each set it completes ends in one.
+SET_OUTCOMES = ("plans", "dropped_sets", "failed_plans", "no_odometry", "no_command")
 
 
 @dataclass
@@ -70,6 +77,9 @@ class PlaybackReport:
     lockstep_sets: int = 0  # camera sets played one at a time
     lockstep_timeouts: int = 0  # of those, sets the planner did not answer in time
     incomplete_sets: int = 0  # camera sets of the bag missing an image (not waited for)
+    skipped_sets: list[int] = field(default_factory=list)  # newest stamps of sets the planner
+    # answered with a counted skip instead of a plan (e.g. no odometry yet at the bag's start)
+    unplannable_ground_truths: int = 0  # scorable ground truths at those sets
     recording: Path | None = None
 
 
@@ -96,11 +106,11 @@ class _PlanCollector:
         self.arrived = threading.Condition()
         self.subscription = node.create_subscription(PathMessage, topic, self._on_plan, 100)
         # The planner's periodic status: once one arrives, the planner has discovered this
-        # node's subscriptions (created together), so its first plan is not published unseen.
+        # node's subscriptions (created together). Its counters say how many sets it has
+        # finished with (planned or skipped for a counted reason).
         self.status_heard = threading.Event()
-        self.status = node.create_subscription(
-            DiagnosticArray, "/diagnostics", lambda _: self.status_heard.set(), 10
-        )
+        self.outcomes: int | None = None
+        self.status = node.create_subscription(DiagnosticArray, "/diagnostics", self._on_status, 10)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(node)
         self.thread = threading.Thread(target=self._spin, name="occvla_plan_collector", daemon=True)
@@ -111,13 +121,29 @@ class _PlanCollector:
             self.plans.append(path_to_stamped(message))
             self.arrived.notify_all()
 
-    def wait_for_plan(self, min_stamp_ns: int, timeout_s: float) -> bool:
-        """Whether a plan stamped ``min_stamp_ns`` or later arrived within the timeout."""
+    def _on_status(self, message) -> None:
+        for status in message.status:
+            if status.name.endswith(": planner"):
+                values = {kv.key: kv.value for kv in status.values}
+                if all(key in values for key in SET_OUTCOMES):
+                    with self.arrived:
+                        self.outcomes = sum(int(values[key]) for key in SET_OUTCOMES)
+                        self.arrived.notify_all()
+        self.status_heard.set()
+
+    def wait_for_answer(self, min_stamp_ns: int, outcomes: int | None, timeout_s: float):
+        """ "plan" once a plan stamped ``min_stamp_ns`` or later arrives, "skipped" once the
+        planner's status counts ``outcomes`` finished sets without one; None at the timeout."""
+
+        def answer():
+            if any(plan.stamp_ns >= min_stamp_ns for plan in self.plans[-5:]):
+                return "plan"
+            if None not in (outcomes, self.outcomes) and self.outcomes >= outcomes:
+                return "skipped"
+            return None
+
         with self.arrived:
-            return self.arrived.wait_for(
-                lambda: any(plan.stamp_ns >= min_stamp_ns for plan in self.plans[-5:]),
-                timeout_s,
-            )
+            return self.arrived.wait_for(answer, timeout_s)
 
     def _spin(self) -> None:
         from rclpy.executors import ExternalShutdownException
@@ -280,8 +306,16 @@ def play(
         if collector is not None:
             collector.stop()
             if score_topic:
+                tolerance_ns = int(score_tolerance_s * 1e9)
                 report.score = score_replay(
-                    list(collector.plans), playback.ground_truths, int(score_tolerance_s * 1e9)
+                    list(collector.plans), playback.ground_truths, tolerance_ns
+                )
+                report.unplannable_ground_truths = sum(
+                    len(gt.points) == NUM_WAYPOINTS
+                    and any(
+                        abs(gt.stamp_ns - stamp) <= tolerance_ns for stamp in report.skipped_sets
+                    )
+                    for gt in playback.ground_truths
                 )
         if recorder is not None:
             report.recording = recorder.close()
@@ -360,6 +394,7 @@ class _Playback:
         published = {topic for _, topic in publishers.values()}
         self.camera_topics = {camera_image_topic(c) for c in CAMERA_NAMES} & published
         self._next_discovery = 0.0
+        self.outcomes_before: int | None = None  # lockstep: the planner's finished sets at start
 
     def tick(self, stamp_ns: int) -> None:
         self.clock.publish(self._clock_message(stamp_ns))
@@ -437,11 +472,22 @@ class _Playback:
         if len(camera_set) < len(self.camera_topics):
             return
         report.lockstep_sets += 1
+        if self.outcomes_before is None:  # the planner's count before the first set
+            self.outcomes_before = self.collector.outcomes
+        outcomes = (
+            None if self.outcomes_before is None else self.outcomes_before + report.lockstep_sets
+        )
         # The plan carries the set's newest camera stamp: any plan from the set's oldest stamp on
-        # answers it (in lockstep no later set exists yet).
-        if not self.collector.wait_for_plan(
-            min(camera_set.values()), self.pacing.lockstep_timeout_s
-        ):
+        # answers it (in lockstep no later set exists yet). A set the planner skips (counted on
+        # /diagnostics, e.g. no odometry yet) is answered by its next status.
+        answer = self.collector.wait_for_answer(
+            min(camera_set.values()), outcomes, self.pacing.lockstep_timeout_s
+        )
+        if answer == "skipped":
+            report.skipped_sets.append(max(camera_set.values()))
+            LOGGER.info("the planner skipped the camera set at %.3f s (see its /diagnostics)",
+                        stamp_ns * 1e-9)  # fmt: skip
+        elif answer is None:
             report.lockstep_timeouts += 1
             LOGGER.warning("no plan for the camera set at %.3f s within %.0f s",
                            stamp_ns * 1e-9, self.pacing.lockstep_timeout_s)  # fmt: skip

@@ -7,6 +7,7 @@ report); without a planner; the first second's pacing; /tf and the latched /tf_s
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections import defaultdict
@@ -179,7 +180,10 @@ def test_lockstep_scores_every_keyframe_and_records_the_nodes_outputs(
         probe.close()
     assert code == 0, launcher.log_text()
     log = player.log_text()
-    assert f"lockstep: {sets} camera sets, 0 not answered" in log, log
+    # Every set answered: planned, or skipped for a reason the planner counts (the bag's first
+    # pose has no odometry, so its first set has none within the tolerance).
+    [skipped] = re.findall(rf"lockstep: {sets} camera sets, (\d+) skipped by the planner", log)
+    assert int(skipped) <= 1 and ", 0 not answered within" in log, log
     compressions, messages = read_recording(recording)
     assert compressions == {"zstd"}
     assert not list(tmp_path.glob(".replay.mcap.partial*"))
@@ -189,7 +193,7 @@ def test_lockstep_scores_every_keyframe_and_records_the_nodes_outputs(
         assert len(messages[topic]) == report.messages[topic], topic
     # ... and every output of the nodes: one plan and meta-action per camera set.
     plans = [path for _, path in messages["/occvla_planner/trajectory"]]
-    assert len(plans) == len(messages["/occvla_planner/meta_action"]) == sets
+    assert len(plans) == len(messages["/occvla_planner/meta_action"]) == sets - int(skipped)
     assert messages["/occvla_occupancy/markers"] and messages["/diagnostics"]
     assert all(len(path.poses) == NUM_WAYPOINTS for path in plans)
     # The player's score, from the plans in the recording: every scorable keyframe matched.
@@ -198,7 +202,7 @@ def test_lockstep_scores_every_keyframe_and_records_the_nodes_outputs(
         [path_to_stamped(p) for _, p in messages[GROUND_TRUTH_TOPIC]],
         tolerance_ns=50_000_000,
     )
-    assert expected.matched == expected.ground_truths > 0
+    assert expected.ground_truths - int(skipped) <= expected.matched <= expected.ground_truths
     assert expected.summary() in log, log
     # The report: every scored keyframe in the table, one video frame per plan.
     import cv2
