@@ -207,7 +207,7 @@ class Trainer:
                 if not torch.isfinite(loss):
                     # Stop before the optimizer spreads NaN into every weight.
                     raise OccvlaError(
-                        f"the loss is {float(loss)} at step {self.step} (samples "
+                        f"the loss is {float(loss.detach())} at step {self.step} (samples "
                         f"{batch.get('token')}); stopped before the update (a lower "
                         "learning_rate, or those samples, may be the cause)"
                     )
