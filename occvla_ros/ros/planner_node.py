@@ -284,11 +284,15 @@ class PlannerNode(Node):
         """On a decoding worker: note whether a camera's images decode (cancelled: unknown)."""
         if view.cancelled():
             return
-        if view.exception() is None:
+        error = view.exception()
+        if error is None:
             if self.undecodable_since.pop(name, None) is not None:
                 self.get_logger().info(f"{name}: images decode again")
         else:
             self.undecodable_since.setdefault(name, self._now_s())
+            # Reported here, whether or not a set holding it is planned (one may never be).
+            key = f"image:{name}:{str(error)[:24]}"
+            self._bad_input(key, f"bad image on {name}: {error}", "bad_images")
 
     def _on_camera_info(self, name: str, message: CameraInfo) -> None:
         if name not in self._camera_info_subscriptions or message.width == 0 or message.k[0] <= 0:

@@ -119,12 +119,14 @@ def test_corrupt_jpeg_is_reported_and_skipped(system):
     probe, rig, outputs, _, launcher = system
     corrupt = CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xe0" + b"\x00" * 400)
     published = stamps(3000.0, 6)
+    expected = "bad image on CAM_FRONT: image CAM_FRONT has no readable JPEG frame header"
     assert drive(
-        probe, rig, published, lambda: outputs.status_with("planning failed: image CAM_FRONT"),
+        probe, rig, published, lambda: outputs.status_with(expected),
         replace={"CAM_FRONT": corrupt},
     )  # fmt: skip
-    assert "planning failed: image CAM_FRONT" in launcher.log_text()
-    assert not stamped_in(outputs.paths, published)  # no output for a set it could not read
+    assert expected in launcher.log_text()
+    # Reported as it is decoded, whether or not a set holding it gets planned (under load the
+    # camera can be blanked first: test_a_camera_sending_only_unusable_images...).
 
 
 def test_wrong_compressed_format_is_reported(system):
