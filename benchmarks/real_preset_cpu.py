@@ -118,6 +118,9 @@ def plan_phase(args: argparse.Namespace) -> None:
     from occvla_ros.constants import NUM_CAMERAS
     from occvla_ros.runtime.planner import CameraFrame, Planner
 
+    # load_checkpoint builds the model in torch's default dtype before loading the file and
+    # casting: in float32 that alone is 12.3 GB, so a bf16 plan builds in bf16 from the start.
+    torch.set_default_dtype(DTYPES[args.plan_dtype])
     with _Row(f"Planner: load checkpoint ({args.plan_dtype})"):
         planner = Planner(
             args.workdir / "checkpoint",
