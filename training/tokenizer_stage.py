@@ -34,6 +34,7 @@ from occvla_ros.model.occupancy import OCCWORLD, SCENE_TOKENIZER
 from occvla_ros.model.vqvae import (
     OccupancyVQVAE,
     VQVAEConfig,
+    balanced_class_weights,
     load_scene_tokenizer,
     read_scene_tokenizer_config,
     reconstruction_loss,
@@ -42,6 +43,10 @@ from occvla_ros.model.vqvae import (
 from training.stages import Stage
 
 logger = logging.getLogger(__name__)
+
+# Keyframes read to count the training split's class frequencies (evenly spaced): enough for
+# stable frequencies, bounded so a 28k-keyframe Occ3D split does not read every file first.
+_CLASS_COUNT_KEYFRAMES = 256
 
 
 class OccupancyLabels(Dataset):
@@ -80,6 +85,17 @@ class TokenizerStage(Stage):
             help="stage tokenizer: every STEPS training steps, move the codes no latent chose "
             "onto latents of the batch (0: never; default 20)",
         )
+        parser.add_argument(
+            "--tokenizer-class-weights",
+            choices=("none", "balanced"),
+            default="none",
+            help="stage tokenizer: cross-entropy weights per class; balanced: 1 / ln(1.02 + "
+            "frequency) over the training split's voxels (default none, as OccWorld)",
+        )
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self.class_weights: torch.Tensor | None = None  # set from the training split
 
     @property
     def vqvae_config(self) -> VQVAEConfig:
@@ -101,11 +117,35 @@ class TokenizerStage(Stage):
                 f"no keyframe of the {role} split has Occ3D labels (gts/<scene>/<token>/"
                 "labels.npz): the tokenizer stage trains on them"
             )
+        weighting = getattr(self.context.args, "tokenizer_class_weights", "none")
+        if role == "train" and weighting == "balanced":
+            self.class_weights = balanced_class_weights(self._class_counts(dataset))
+            logger.info(
+                "class weights: %s", ", ".join(f"{w:.2f}" for w in self.class_weights.tolist())
+            )
         return dataset
+
+    def _class_counts(self, dataset: OccupancyLabels) -> torch.Tensor:
+        """Voxel counts per class [num_classes] over evenly spaced training keyframes."""
+        counts = torch.zeros(self.vqvae_config.num_classes, dtype=torch.long)
+        picks = np.linspace(0, len(dataset) - 1, min(len(dataset), _CLASS_COUNT_KEYFRAMES))
+        for index in sorted({int(i) for i in picks}):
+            try:
+                occupancy = dataset[index]["occupancy"]
+            except OccvlaError as error:  # the training loop counts it when it meets it
+                logger.warning("class counts skip a keyframe: %s", error)
+                continue
+            counts += torch.bincount(occupancy.reshape(-1), minlength=counts.numel())
+        return counts
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         occupancy = batch["occupancy"].to(self.context.device)
-        return reconstruction_loss(model(occupancy), occupancy)
+        return reconstruction_loss(model(occupancy), occupancy, class_weights=self._weights())
+
+    def _weights(self) -> torch.Tensor | None:
+        if self.class_weights is None:
+            return None
+        return self.class_weights.to(self.context.device)
 
     def validate(self, model: nn.Module, batches: Iterable[dict]) -> dict[str, float]:
         from occvla_ros.evaluation.occupancy import OccupancyMetric
@@ -116,7 +156,8 @@ class TokenizerStage(Stage):
         for batch in batches:
             occupancy = batch["occupancy"].to(self.context.device)
             output = model(occupancy)
-            for name, value in reconstruction_loss(output, occupancy)[1].items():
+            _, batch_terms = reconstruction_loss(output, occupancy, class_weights=self._weights())
+            for name, value in batch_terms.items():
                 terms.setdefault(name, []).append(value)
             used[output.indices.unique().cpu()] = True
             prediction = output.logits.argmax(dim=-1).cpu().numpy()
@@ -134,9 +175,9 @@ class TokenizerStage(Stage):
         }
 
     def save(self, model: nn.Module, state: dict[str, torch.Tensor], directory: Path) -> None:
-        save_scene_tokenizer(
-            directory, self.vqvae_config, state, {"preset": self.context.config.preset}
-        )
+        weights = None if self.class_weights is None else self.class_weights.tolist()
+        metadata = {"preset": self.context.config.preset, "class_weights": weights}
+        save_scene_tokenizer(directory, self.vqvae_config, state, metadata)
 
     def load(self, directory: Path) -> nn.Module:
         """The tokenizer in ``directory``; it must have this preset's configuration."""

@@ -486,14 +486,17 @@ class OccupancyVQVAE(nn.Module):
         )
 
     def reconstruction_loss(
-        self, occupancy: torch.Tensor, weights: ReconstructionWeights | None = None
+        self,
+        occupancy: torch.Tensor,
+        weights: ReconstructionWeights | None = None,
+        class_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The tokenizer's own training objective on ``occupancy`` (int [B, X, Y, Z]).
 
         Runs the forward pass and applies :func:`reconstruction_loss` (OccWorld's weights by
         default). A data-parallel wrapper must call the module itself, then the function.
         """
-        return reconstruction_loss(self(occupancy), occupancy, weights)
+        return reconstruction_loss(self(occupancy), occupancy, weights, class_weights)
 
 
 @dataclass(frozen=True)
@@ -515,14 +518,19 @@ class ReconstructionWeights:
 
 
 def reconstruction_loss(
-    output: VQVAEOutput, occupancy: torch.Tensor, weights: ReconstructionWeights | None = None
+    output: VQVAEOutput,
+    occupancy: torch.Tensor,
+    weights: ReconstructionWeights | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """ce * cross-entropy + lovasz * Lovasz-softmax + vq * VQ loss of a tokenizer's ``output``.
 
     ``output``: the tokenizer's forward on ``occupancy`` (int [B, X, Y, Z]). Every voxel counts
-    (the tokenizer reconstructs the whole grid, not only what the cameras see), in fp32. Returns
-    (loss, {"vq_ce", "vq_lovasz", "vq_codebook"}); a term whose weight is 0 is neither computed
-    nor reported (the VQ term is always reported: it measures the codebook fit).
+    (the tokenizer reconstructs the whole grid, not only what the cameras see), in fp32.
+    ``class_weights`` [num_classes] weights the cross-entropy per class (None: unweighted, as
+    OccWorld; see :func:`balanced_class_weights`). Returns (loss, {"vq_ce", "vq_lovasz",
+    "vq_codebook"}); a term whose weight is 0 is neither computed nor reported (the VQ term is
+    always reported: it measures the codebook fit).
     """
     weights = weights if weights is not None else ReconstructionWeights()
     num_classes = output.logits.shape[-1]
@@ -531,7 +539,7 @@ def reconstruction_loss(
     total = weights.vq * output.vq_loss.float()
     terms = {"vq_codebook": float(output.vq_loss.detach())}
     if weights.ce > 0:
-        cross_entropy = masked_cross_entropy(flat_logits, labels)
+        cross_entropy = masked_cross_entropy(flat_logits, labels, class_weights=class_weights)
         total = total + weights.ce * cross_entropy
         terms["vq_ce"] = float(cross_entropy.detach())
     if weights.lovasz > 0:
@@ -539,6 +547,21 @@ def reconstruction_loss(
         total = total + weights.lovasz * lovasz
         terms["vq_lovasz"] = float(lovasz.detach())
     return total, terms
+
+
+def balanced_class_weights(counts: torch.Tensor) -> torch.Tensor:
+    """Per-class cross-entropy weights [C] from voxel counts [C]: 1 / ln(1.02 + frequency).
+
+    ENet's (Paszke et al., 2016) bounded inverse-frequency weighting: a class of frequency f
+    gets 1 / ln(1.02 + f), so the rarest classes get at most ~50 x and the commonest (free,
+    ~0.8 of the voxels) ~1.7; scaled so that the mean weight per counted voxel is 1.
+    """
+    counts = counts.double()
+    if counts.dim() != 1 or not bool((counts >= 0).all()) or not float(counts.sum()) > 0:
+        raise ConfigError("class counts must be a 1-D tensor of non-negative counts, not all 0")
+    frequency = counts / counts.sum()
+    weights = 1.0 / torch.log(1.02 + frequency)
+    return (weights / (weights * frequency).sum()).float()
 
 
 # Prefixes a released OccWorld checkpoint may put before the tokenizer's own names: "module."

@@ -17,6 +17,7 @@ from occvla_ros.model.vqvae import (
     OccupancyVQVAE,
     ReconstructionWeights,
     VQVAEConfig,
+    balanced_class_weights,
     load_occworld_vqvae,
     load_scene_tokenizer,
     reconstruction_loss,
@@ -306,6 +307,36 @@ def test_reconstruction_loss_weights_and_terms():
     assert set(terms) == {"vq_ce", "vq_codebook"}
     with pytest.raises(ConfigError, match="ce or lovasz > 0"):
         ReconstructionWeights(ce=0.0, lovasz=0.0)
+
+
+def test_class_weights_weight_the_reconstruction_cross_entropy():
+    torch.manual_seed(0)
+    config = VQVAEConfig(**{**VQVAEConfig.tiny().__dict__, "spatial_size": (8, 8)})
+    occupancy = torch.randint(0, NUM_OCC_CLASSES, (2, 8, 8, 16))
+    output = OccupancyVQVAE(config)(occupancy)
+    weights = torch.rand(NUM_OCC_CLASSES) + 0.1
+    _, terms = reconstruction_loss(output, occupancy, class_weights=weights)
+    expected = torch.nn.functional.cross_entropy(
+        output.logits.reshape(-1, NUM_OCC_CLASSES), occupancy.reshape(-1), weight=weights
+    )
+    assert terms["vq_ce"] == pytest.approx(float(expected.detach()), rel=1e-5)
+    _, unweighted = reconstruction_loss(output, occupancy)
+    assert terms["vq_ce"] != pytest.approx(unweighted["vq_ce"], rel=1e-3)
+
+
+def test_balanced_class_weights_favour_rare_classes_within_a_bound():
+    counts = torch.tensor([0, 10, 1_000, 100_000, 900_000])
+    weights = balanced_class_weights(counts)
+    assert weights.tolist() == sorted(weights.tolist(), reverse=True)  # rarer, heavier
+    frequency = counts / counts.sum()
+    assert float((weights * frequency).sum()) == pytest.approx(1.0, rel=1e-5)  # mean per voxel
+    # ENet's bound: the rarest class outweighs the commonest by ln(1.02 + f_max) / ln(1.02).
+    assert float(weights[0] / weights[-1]) == pytest.approx(
+        float(torch.log(1.02 + frequency[-1]) / torch.log(torch.tensor(1.02))), rel=1e-4
+    )
+    for bad in (torch.zeros(5), torch.tensor([1.0, -1.0]), torch.ones(2, 2)):
+        with pytest.raises(ConfigError, match="class counts"):
+            balanced_class_weights(bad)
 
 
 def test_dead_codes_restart_onto_the_batch_latents():

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from occvla_ros.errors import ConfigError
 from occvla_ros.model.checkpoint import load_checkpoint
 from occvla_ros.model.configuration import OccVLAConfig
 from occvla_ros.model.vqvae import (
+    SCENE_TOKENIZER_CONFIG,
     SCENE_TOKENIZER_WEIGHTS,
     OccupancyVQVAE,
     VQVAEConfig,
@@ -43,7 +45,7 @@ def test_tokenizer_trains_then_stage2_decodes_through_it_frozen(synthetic_dataro
     )
     tokenizer_run = tmp_path / "tokenizer"
     command = arguments(synthetic_dataroot, tokenizer_run, "tokenizer", config=config)
-    assert main([*command, "--val-split", "mini_val"]) == 0
+    assert main([*command, "--val-split", "mini_val", "--tokenizer-class-weights", "balanced"]) == 0
     lines = [
         json.loads(line) for line in (tokenizer_run / "metrics.jsonl").read_text().splitlines()
     ]
@@ -55,6 +57,10 @@ def test_tokenizer_trains_then_stage2_decodes_through_it_frozen(synthetic_dataro
     assert 1 <= validation["codes_used"] <= 64
     checkpoint = tokenizer_run / "checkpoint"
     assert read_scene_tokenizer_config(checkpoint) == VQVAEConfig.tiny()
+    # The balanced weights came from the training split: free (17), the commonest, is lightest.
+    metadata = yaml.safe_load((checkpoint / SCENE_TOKENIZER_CONFIG).read_text())["metadata"]
+    class_weights = metadata["class_weights"]
+    assert len(class_weights) == 18 and min(class_weights) == class_weights[17]
     trained = load_file(str(checkpoint / SCENE_TOKENIZER_WEIGHTS))
     torch.manual_seed(0)  # the run's seed: its initial weights
     initial = OccupancyVQVAE(VQVAEConfig.tiny()).state_dict()
