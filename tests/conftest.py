@@ -37,6 +37,10 @@ os.environ.update(
         "TRANSFORMERS_OFFLINE": "1",
         "MPLBACKEND": "Agg",
         "TOKENIZERS_PARALLELISM": "false",
+        # One intra-op thread in every test process: the tests run one at a time, and torch's two
+        # OpenMP threads beside a busy neighbour (a CPU hog, another job) wait on each other: a
+        # tiny training step took 3 s with two threads there and 0.2 s with one.
+        "OMP_NUM_THREADS": "1",
     }
 )
 
