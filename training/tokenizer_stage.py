@@ -172,6 +172,12 @@ class TokenizerStage(Stage):
             "miou_all_voxels": full.miou,
             "iou_all_voxels": full.geometry_iou,
             "codes_used": float(used.sum()),
+            # Per class (camera mask); a class absent from labels and prediction has no IoU.
+            **{
+                f"class_iou_{name}": value
+                for name, value in camera.per_class_iou.items()
+                if not np.isnan(value)
+            },
         }
 
     def save(self, model: nn.Module, state: dict[str, torch.Tensor], directory: Path) -> None:

@@ -55,6 +55,8 @@ def test_tokenizer_trains_then_stage2_decodes_through_it_frozen(synthetic_dataro
     (validation,) = [line["val"] for line in lines if "val" in line]
     assert 0 <= validation["miou"] <= 1 and 0 <= validation["iou"] <= 1
     assert 1 <= validation["codes_used"] <= 64
+    per_class = {name: value for name, value in validation.items() if name.startswith("class_iou_")}
+    assert "class_iou_free" in per_class and all(0 <= value <= 1 for value in per_class.values())
     checkpoint = tokenizer_run / "checkpoint"
     assert read_scene_tokenizer_config(checkpoint) == VQVAEConfig.tiny()
     # The balanced weights came from the training split: free (17), the commonest, is lightest.
