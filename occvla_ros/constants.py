@@ -96,3 +96,8 @@ def camera_image_topic(camera: str) -> str:
 
 def camera_info_topic(camera: str) -> str:
     return f"/{camera}/camera_info"
+
+
+# The high-level route command of nuScenes planners (ST-P3, UniAD, VAD): the words of the
+# labelling rule (data.labels), of the prompt and the planning head (model) and of the baselines.
+DRIVING_COMMANDS: tuple[str, ...] = ("turn right", "turn left", "go straight")

@@ -67,7 +67,6 @@ COMMAND_LATERAL_M = 2.0
 STOP, DECELERATE, KEEP_SPEED, ACCELERATE = "stop", "decelerate", "keep speed", "accelerate"
 GO_STRAIGHT, TURN_LEFT, TURN_RIGHT = "go straight", "turn left", "turn right"
 CHANGE_LANE_LEFT, CHANGE_LANE_RIGHT = "change lane left", "change lane right"
-DRIVING_COMMANDS: tuple[str, ...] = (TURN_RIGHT, TURN_LEFT, GO_STRAIGHT)
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from occvla_ros.constants import NUM_WAYPOINTS, WAYPOINT_DT_S
-from occvla_ros.data.labels import DRIVING_COMMANDS
+from occvla_ros.constants import DRIVING_COMMANDS, NUM_WAYPOINTS, WAYPOINT_DT_S
 from occvla_ros.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ class EgoMLPConfig:
 
     num_past: int = 4  # past keyframes (0.5 s apart) in the input
     hidden_sizes: tuple[int, ...] = (256, 256)
-    use_command: bool = False  # the driving command, one-hot over labels.DRIVING_COMMANDS
+    use_command: bool = False  # the driving command, one-hot over constants.DRIVING_COMMANDS
     world_features: tuple[str, ...] = ()  # privileged world state (the oracle), by name
     # Normalisation of the input features, filled from the training set.
     feature_mean: tuple[float, ...] = ()

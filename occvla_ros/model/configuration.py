@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from occvla_ros.constants import NUM_CAMERAS, NUM_WAYPOINTS
+from occvla_ros.constants import DRIVING_COMMANDS, NUM_CAMERAS, NUM_WAYPOINTS
 from occvla_ros.errors import ConfigError
 from occvla_ros.meta_action import MetaActionVocabulary
 from occvla_ros.model.occupancy import OccupancyBranchConfig
@@ -144,8 +144,6 @@ class PromptConfig:
 
 POOLINGS: tuple[str, ...] = ("attention", "camera_mean")
 TRAINING_ACTIONS: tuple[str, ...] = ("predicted", "ground_truth")
-# The high-level route command of nuScenes planners (ST-P3, UniAD, VAD), the prompt's words.
-DRIVING_COMMANDS: tuple[str, ...] = ("turn right", "turn left", "go straight")
 
 
 @dataclass
