@@ -182,6 +182,15 @@ class EgoStatusBaseline:
         with torch.no_grad():
             return self.module(torch.from_numpy(features)).double().numpy()
 
+    @property
+    def method(self) -> str:
+        """Its name in results: "ego_command_mlp" when it reads the command, else "ego_mlp"."""
+        return "ego_command_mlp" if self.config.use_command else "ego_mlp"
+
+    @property
+    def label(self) -> str:
+        return "ego+command MLP" if self.config.use_command else "ego-status MLP"
+
     def save(self, directory: str | Path) -> Path:
         from safetensors.torch import save_file
 
@@ -277,6 +286,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--with-command",
+        action="store_true",
+        help="also read the high-level driving command (left / right / straight), as a model "
+        "whose prompt or planning head reads it does: the ego+command MLP",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -291,16 +306,19 @@ def run(args: argparse.Namespace) -> int:
 
     motion = load_ego_motion(args)
     baseline = train_ego_baseline(
-        ego_features(motion.ego_state, motion.past_trajectory),
+        ego_features(
+            motion.ego_state,
+            motion.past_trajectory,
+            motion.commands if args.with_command else None,
+        ),
         motion.trajectory,
         motion.trajectory_mask,
-        EgoMLPConfig(num_past=motion.past_trajectory.shape[1]),
+        EgoMLPConfig(num_past=motion.past_trajectory.shape[1], use_command=args.with_command),
         epochs=args.epochs,
         learning_rate=args.learning_rate,
         seed=args.seed,
     )
     baseline.save(args.out)
-    print(
-        f"ego-status baseline trained on {len(motion.tokens)} samples of {args.split}: {args.out}"
-    )
+    kind = "ego+command" if args.with_command else "ego-status"
+    print(f"{kind} baseline trained on {len(motion.tokens)} samples of {args.split}: {args.out}")
     return 0

@@ -165,13 +165,14 @@ def evaluate(args: argparse.Namespace) -> dict:
     baseline = (
         EgoStatusBaseline.load(args.baseline_checkpoint) if args.baseline_checkpoint else None
     )
+    baseline_method = baseline.method if baseline else None
     uses_command = model_uses_command(model)
     loader = evaluation_loader(args, model)
     context = NuScenesContext(args.dataroot, args.version)
     methods = [
         MODEL,
         *([MODEL_NO_CAMERAS] if args.ablate_cameras else []),
-        *(["ego_mlp"] if baseline else []),
+        *([baseline_method] if baseline else []),
         "constant_velocity",
     ]
     evaluator = Evaluator(
@@ -212,7 +213,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                 methods_waypoints[MODEL_NO_CAMERAS] = blind.waypoints.float().cpu().numpy()
             if baseline is not None:
                 past = fill_past(batch["past_trajectory"].numpy(), batch["past_mask"].numpy())
-                methods_waypoints["ego_mlp"] = baseline.predict(
+                methods_waypoints[baseline_method] = baseline.predict(
                     ego_state, past, commands=list(batch["command"])
                 )  # an ego+command MLP reads the command, an ego-only one ignores it
             for index, sample_context in enumerate(contexts):

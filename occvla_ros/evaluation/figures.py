@@ -22,6 +22,7 @@ from occvla_ros.evaluation.rasterize import FutureBoxes, box_corners
 METHOD_STYLES = {
     "model": ("yellow", "OccVLA"),  # stands out on the magenta road
     "ego_mlp": ("tab:blue", "ego MLP"),
+    "ego_command_mlp": ("tab:blue", "ego+command MLP"),
     "constant_velocity": ("tab:gray", "const. velocity"),
 }
 VIEW_RANGE_M = 30.0

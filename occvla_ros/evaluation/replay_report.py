@@ -196,7 +196,7 @@ def match_keyframes(recording: Recording, records, ego_baseline) -> list[Keyfram
         past = fill_past(record.past_ego[None], record.past_mask[None])
         predictions = {
             "model": recording.plans[nearest][1],
-            "ego_mlp": ego_baseline.predict(ego, past)[0],
+            "ego_mlp": ego_baseline.predict(ego, past, commands=[record.command])[0],
             "constant_velocity": constant_velocity(ego)[0],
         }
         full = np.ones(NUM_WAYPOINTS, dtype=bool)
@@ -242,8 +242,11 @@ def summary_table(keyframes: list[Keyframe], dataroot: Path, version: str) -> di
     }
 
 
-def summary_markdown(table: dict, keyframes: int, scorable: int, recording: Recording) -> str:
+def summary_markdown(
+    table: dict, keyframes: int, scorable: int, recording: Recording, ego_label: str
+) -> str:
     horizons = ("1s", "2s", "3s")
+    names = {**METHOD_NAMES, "ego_mlp": ego_label}  # what the baseline MLP reads
     lines = [
         "# Replay summary",
         "",
@@ -258,9 +261,7 @@ def summary_markdown(table: dict, keyframes: int, scorable: int, recording: Reco
     for method, row in table.items():
         l2 = " | ".join(f"{row['l2'][h]:.3f}" for h in horizons)
         collision = " | ".join(f"{100 * row['collision'][h]:.2f}" for h in horizons)
-        lines.append(
-            f"| {METHOD_NAMES[method]} | {l2} | {collision} | {100 * row['meta_action']:.1f} % |"
-        )
+        lines.append(f"| {names[method]} | {l2} | {collision} | {100 * row['meta_action']:.1f} % |")
     if recording.diagnostics:
         last = recording.diagnostics[-1]
         lines += [
@@ -465,7 +466,7 @@ def run(args: argparse.Namespace) -> int:
     keyframes = match_keyframes(recording, records, ego_baseline)
     table = summary_table(keyframes, args.dataroot, args.version)
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = summary_markdown(table, len(keyframes), scorable, recording)
+    summary = summary_markdown(table, len(keyframes), scorable, recording, ego_baseline.label)
     (args.out / "summary.md").write_text(summary)
     video = write_video(recording, keyframes, args.out)
     print(summary)

@@ -51,6 +51,7 @@ METHOD_LABELS = {
     "model": "OccVLA (this checkpoint)",
     "model_no_cameras": "OccVLA, all six cameras blanked",
     "ego_mlp": "Ego-status MLP (ego state + past trajectory)",
+    "ego_command_mlp": "Ego+command MLP (ego state + past trajectory + driving command)",
     "constant_velocity": "Constant velocity (ego speed)",
 }
 

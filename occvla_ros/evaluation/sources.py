@@ -20,6 +20,7 @@ class EgoMotion:
     past_trajectory: np.ndarray  # [N, P, 2] ego frame, oldest first, gaps filled
     trajectory: np.ndarray  # [N, 6, 2] ego frame
     trajectory_mask: np.ndarray  # bool [N, 6]
+    commands: tuple[str, ...]  # the high-level driving command of each keyframe
 
 
 def fill_past(past: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -53,6 +54,7 @@ def load_ego_motion(args: argparse.Namespace) -> EgoMotion:
         ),
         trajectory=np.stack([r.future_ego for r in records]),
         trajectory_mask=np.stack([r.future_mask for r in records]).astype(bool),
+        commands=tuple(r.command for r in records),
     )
 
 

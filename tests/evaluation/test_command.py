@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from occvla_ros import cli
@@ -84,6 +85,27 @@ def test_evaluate_end_to_end_on_the_synthetic_dataset(
     for figure in ("bev_samples", "bev_worst_l2", "occupancy_confusion", "meta_action_confusion"):
         assert (out / "figures" / f"{figure}.png").read_bytes().startswith(b"\x89PNG")
     assert "report:" in capsys.readouterr().out
+
+
+def test_train_ego_baseline_with_command_reads_the_command(synthetic_dataroot, tmp_path):
+    from occvla_ros.errors import ConfigError
+    from occvla_ros.evaluation.baselines import EgoStatusBaseline
+
+    out = tmp_path / "ego_command_mlp"
+    arguments = ["--dataroot", str(synthetic_dataroot), "--version", "v1.0-mini"]
+    arguments += ["--cache-dir", str(tmp_path / "cache"), "--split", "mini_train"]
+    arguments += ["--out", str(out), "--epochs", "3", "--with-command"]
+    assert cli.main(["train-ego-baseline", *arguments]) == 0
+    baseline = EgoStatusBaseline.load(out)
+    assert baseline.config.use_command and baseline.method == "ego_command_mlp"
+    ego, past = np.zeros((3, 3)), np.zeros((3, baseline.config.num_past, 2))
+    with pytest.raises(ConfigError, match="reads the driving command"):
+        baseline.predict(ego, past)
+    commands = ["turn left", "go straight", "turn right"]
+    waypoints = baseline.predict(ego, past, commands=commands)
+    assert waypoints.shape == (3, 6, 2)
+    # Same ego state, different commands: the command is an input, so the plans differ.
+    assert not np.allclose(waypoints[0], waypoints[2])
 
 
 def test_evaluate_rejects_a_corrupt_checkpoint(synthetic_dataroot, tmp_path, caplog):

@@ -27,7 +27,7 @@ def _results(model_l2: float, blind_l2: float) -> dict:
         "planning": {
             "model": table(model_l2),
             "model_no_cameras": table(blind_l2),
-            "ego_mlp": table(0.5),
+            "ego_command_mlp": table(0.5),
             "constant_velocity": table(1.0),
         },
         "camera_ablation": {"l2_increase": blind_l2 / model_l2 - 1.0},
@@ -46,6 +46,6 @@ def test_summary_gives_mean_and_spread_over_seeds():
     assert model["mean"] == pytest.approx(0.3) and model["std"] == pytest.approx(0.1414, abs=1e-4)
     assert summary["meta_action_majority_class"]["mean"] == pytest.approx(0.75)
     assert summary["situations_stp3_avg_l2"]["stop"]["model"]["mean"] == pytest.approx(0.3)
-    assert summary["situations_stp3_avg_l2"]["stop"]["ego_mlp"]["n"] == 0
+    assert summary["situations_stp3_avg_l2"]["stop"]["ego_command_mlp"]["n"] == 0
     markdown = render_summary(summary, {"synth": 12.0})
     assert "| OccVLA tiny (cameras) | 0.300 ± 0.141 |" in markdown

@@ -14,7 +14,8 @@ commands:
    occupancy through it, frozen.
 3. Per seed (the training seed: initialisation and data order): ``python -m training.train``
    stages ``qa`` -> ``occupancy_language`` -> ``planning`` (``training/configs/demo_model.yaml``,
-   each stage's steps and batch size from ``STAGE_PLAN``), ``occvla train-ego-baseline`` and
+   each stage's steps and batch size from ``STAGE_PLAN``), ``occvla train-ego-baseline
+   --with-command`` (the ego+command MLP: the same command the model reads) and
    ``occvla evaluate --ablate-cameras`` on ``val``.
 4. ``summary.json`` / ``summary.md`` in ``--out``: mean and standard deviation over the seeds of
    the ST-P3 L2 and collision of the model, the model with its cameras blanked, the ego MLP and
@@ -46,7 +47,7 @@ logger = logging.getLogger("training.recipes.demo_model")
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_model.yaml"
 TOKENIZER_CONFIG = CONFIG.with_name("tiny-tokenizer.yaml")
 VERSION = "v1.0-trainval"
-METHODS = ("model", "model_no_cameras", "ego_mlp", "constant_velocity")
+METHODS = ("model", "model_no_cameras", "ego_command_mlp", "constant_velocity")
 CARD = "MODEL_CARD.md"
 
 
@@ -173,6 +174,7 @@ def train_seed(
             str(root / "ego_mlp"),
             "--seed",
             str(seed),
+            "--with-command",
         ],
         log,
     )
@@ -250,7 +252,7 @@ def render_summary(summary: dict, seconds: dict) -> str:
     labels = {
         "model": "OccVLA tiny (cameras)",
         "model_no_cameras": "OccVLA tiny, six cameras blanked",
-        "ego_mlp": "ego MLP",
+        "ego_command_mlp": "ego+command MLP",
         "constant_velocity": "constant velocity",
     }
     lines = [
