@@ -9,6 +9,7 @@ ROS tests.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
 import sys
@@ -208,9 +209,8 @@ def test_replay_launch_plays_a_bag_into_both_nodes_and_ends_with_it(
     launch = ProcessHandle(
         ros2_launch_command(
             "replay.launch.py", f"bag:={bag}", f"checkpoint:={tiny_checkpoint}", "device:=cpu",
-            # A quarter of real time: plans before the end of the bag stops the nodes, even on a
-            # loaded machine.
-            "rate:=0.25",
+            # Lockstep: every set is answered before the next one is played, on any machine.
+            "lockstep:=true",
         ),
         tmp_path / "launch.log",
     )  # fmt: skip
@@ -221,7 +221,7 @@ def test_replay_launch_plays_a_bag_into_both_nodes_and_ends_with_it(
         launch.stop()
         probe.close()
     log = launch.log_text()
-    # The bag played to its end in real time, then everything stopped.
+    # The bag played to its end, then everything stopped.
     assert launch.returncode == 0, log
     assert sorted(started_processes(log)) == ["bag_player", "occupancy_node", "planner_node"], log
     # The player's end is what stopped the nodes.
@@ -229,6 +229,9 @@ def test_replay_launch_plays_a_bag_into_both_nodes_and_ends_with_it(
     assert player_end < log.index("sending signal 'SIGINT' to process[planner_node"), log
     assert log.count("process has finished cleanly") == 3, log
     assert outputs.paths and markers and ground_truth
+    # The player scored the planner's answers, and lockstep left no plannable keyframe out.
+    assert re.search(r"scored \d+ of \d+ ground-truth paths against \d+ plans", log), log
+    assert "error: lockstep" not in log, log
     # use_sim_time (the replay default): the planner's clock is the bag's.
     bag_start = min(stamp_to_ns(path.header.stamp) for path in ground_truth)
     bag_end = max(stamp_to_ns(path.header.stamp) for path in ground_truth)
