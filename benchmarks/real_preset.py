@@ -77,7 +77,8 @@ def real_config(text_layers: int | None = None, vision_layers: int | None = None
 
 
 def build_model(config: OccVLAConfig, device: str | torch.device = "cpu") -> OccVLA:
-    """Random-weight OccVLA built directly on ``device`` (fp32), gradient checkpointing on."""
+    """Random-weight OccVLA built directly on ``device`` in torch's default dtype, gradient
+    checkpointing on."""
     torch.manual_seed(0)
     with torch.device(device):
         model = OccVLA(config, stand_in_tokenizer(config))

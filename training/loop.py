@@ -43,7 +43,8 @@ class Interrupted(Exception):
     def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
         super().__init__(
             f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint "
-            f"{checkpoint}; continue with --resume {checkpoint.parent.parent}"
+            f"{checkpoint}; continue: the same command with --resume {checkpoint.parent.parent} in "
+            "place of --out"
         )
         self.signum = signum
 

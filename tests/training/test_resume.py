@@ -133,7 +133,9 @@ def _interrupted_twice(
     os.killpg(process.pid, stop)
     _, stderr = process.communicate(timeout=300)
     stopped = [line for line in stderr.splitlines() if f"stopped by {stop.name}" in line]
-    assert stopped and all(line.endswith(f"continue with --resume {run}") for line in stopped)
+    assert stopped and all(
+        line.endswith(f"the same command with --resume {run} in place of --out") for line in stopped
+    )
     if workers == 1:  # one line, no traceback, the shell's status for the signal
         assert process.returncode == 128 + stop and "Traceback" not in stderr
     else:  # every rank wrote its share and said so; torchrun reports the workers' exit
