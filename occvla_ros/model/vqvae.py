@@ -117,8 +117,9 @@ class VQVAEConfig:
 
     @classmethod
     def tiny(cls) -> VQVAEConfig:
-        """Same structure and output grid, narrow channels and a small codebook: for CPU tests."""
-        return cls(base_channels=16, norm_groups=8, latent_channels=32, codebook_size=64)
+        """OccWorld's structure, output grid and codebook size (512 codes) with narrow channels
+        and latent vectors: trainable on a CPU."""
+        return cls(base_channels=16, norm_groups=8, latent_channels=32, codebook_size=512)
 
     @property
     def level_channels(self) -> tuple[int, ...]:

@@ -409,7 +409,7 @@ def test_scene_tokenizer_of_another_configuration_is_refused(tmp_path):
     save_scene_tokenizer(tmp_path / "tok", other, OccupancyVQVAE(other).state_dict())
     target = OccupancyVQVAE(VQVAEConfig.tiny())
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    with pytest.raises(CheckpointError, match=r"codebook_size 32 \(model: 64\)"):
+    with pytest.raises(CheckpointError, match=r"codebook_size 32 \(model: 512\)"):
         load_scene_tokenizer(tmp_path / "tok", target)
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
     with pytest.raises(CheckpointError, match=f"{SCENE_TOKENIZER_CONFIG} is missing"):
