@@ -319,6 +319,5 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     baseline.save(args.out)
-    kind = "ego+command" if args.with_command else "ego-status"
-    print(f"{kind} baseline trained on {len(motion.tokens)} samples of {args.split}: {args.out}")
+    print(f"{baseline.label} trained on {len(motion.tokens)} samples of {args.split}: {args.out}")
     return 0
